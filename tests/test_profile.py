@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from helpers.profile import PROFILES, ProfileError, choose, describe, get_device, get_profile, seed_everything
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profile_from_environment(monkeypatch, name):
+    monkeypatch.setenv("COURSE_PROFILE", name.upper())
+    assert get_profile() == name
+
+
+def test_profile_chosen_by_hardware_when_unset(monkeypatch):
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    assert get_profile() == ("gpu" if torch.cuda.is_available() else "cpu")
+
+
+def test_wrong_profile_name_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "fast")
+    with pytest.raises(ProfileError) as excinfo:
+        get_profile()
+    message = str(excinfo.value)
+    assert "'fast'" in message and "smoke, cpu, gpu" in message and "COURSE_PROFILE" in message
+
+
+def test_choose_and_device(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "smoke")
+    assert choose(smoke=1, cpu=2, gpu=3) == 1
+    assert choose(smoke=1, cpu=2, gpu=3, profile="gpu") == 3
+    assert get_device().type == "cpu"  # smoke runs on the CPU even with a GPU
+    assert describe() == "profile: smoke | device: cpu"
+
+
+def test_seed_everything_repeats_random_draws():
+    seed_everything(123)
+    first = torch.randn(5)
+    generator = seed_everything(123)
+    assert torch.equal(first, torch.randn(5))
+    same_seed = torch.Generator().manual_seed(123)
+    assert torch.equal(torch.randn(3, generator=generator), torch.randn(3, generator=same_seed))
+    with pytest.raises(TypeError, match="seed must be an int"):
+        seed_everything("1")
