@@ -23,10 +23,11 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import nbformat
-
+from helpers.deps import MissingDependency, require
 from helpers.labs import lab_ids, make_course_dir, release, run_nbgrader
 from helpers.notebooks import NotebookError, load
+
+nbformat = require("nbformat", purpose="Grading")
 
 CELL_TIMEOUT = 60  # seconds one cell may run during grading
 STUDENT_TIMEOUT = 900  # seconds all of one student's grading may take
@@ -105,7 +106,7 @@ def student_folders(submissions: Path) -> list[Path]:
 def grade_one(course_dir: Path, lab: str, student: str, notebook: Path, release_nb: nbformat.NotebookNode,
               source_nb: nbformat.NotebookNode, cell_timeout: int) -> GradeRow:
     """Autograde one submission in ``course_dir`` (which already holds the released lab)."""
-    from nbgrader.api import Gradebook
+    Gradebook = require("nbgrader.api", package="nbgrader", purpose="Grading").Gradebook
 
     try:
         submission = load(notebook)
@@ -194,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("grades"), help="where grades.csv and feedback/ go")
     parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help="seconds a cell may run")
     args = parser.parse_args(argv)
-    rows = grade(args.lab, args.submissions, args.out, args.cell_timeout)
+    try:
+        require("nbgrader", purpose="Grading")
+        rows = grade(args.lab, args.submissions, args.out, args.cell_timeout)
+    except MissingDependency as exc:
+        print(exc, file=sys.stderr)
+        return 1
     print(f"Graded {sum(r.status == 'graded' for r in rows)} of {len(rows)} submissions; "
           f"wrote {args.out / 'grades.csv'} and {args.out / 'feedback'}/")
     return 0

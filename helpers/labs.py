@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from helpers.deps import MissingDependency, require
 from helpers.paths import LABS_DIR, REPO_ROOT, SOLUTIONS_DIR
 
 
@@ -100,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.labs", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["generate", "check"])
     args = parser.parse_args(argv)
+    try:
+        require("nbgrader", purpose="Generating labs/")
+    except MissingDependency as exc:
+        print(exc, file=sys.stderr)
+        return 1
     if args.command == "generate":
         for lab in generate():
             print(f"generated labs/{lab} from solutions/{lab}")

@@ -18,9 +18,10 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-import nbformat
-
+from helpers.deps import require
 from helpers.paths import CHAPTERS_DIR, LABS_DIR, REPO_ROOT, SOLUTIONS_DIR, course_config
+
+nbformat = require("nbformat", purpose="Reading notebooks")
 
 BADGE_TAG = "colab-badge"
 SETUP_TAG = "colab-setup"
