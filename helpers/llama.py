@@ -370,13 +370,13 @@ def generate(model: Llama, tokens: torch.Tensor, max_new_tokens: int, *, tempera
                      parameter.dtype) if use_cache else None)
     done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     logits = model(tokens, cache, 0)[:, -1]
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         next_token = sample_next(logits, temperature, top_p, top_k, generator)
         if eos_token_id is not None:
             next_token = next_token.masked_fill(done, eos_token_id)
             done |= next_token == eos_token_id
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
-        if bool(done.all()):
-            break
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break  # no forward pass for logits that would not be used
         logits = (model(next_token[:, None], cache, tokens.shape[1] - 1) if use_cache else model(tokens))[:, -1]
     return tokens

@@ -129,6 +129,15 @@ def test_greedy_generation_with_cache_equals_without():
     assert torch.equal(cached, generate(model, prompt, 20, use_cache=False))
 
 
+def test_generation_makes_one_forward_pass_per_new_token():
+    model = _small_model(3)
+    calls = []
+    hook = model.register_forward_hook(lambda *args: calls.append(1))
+    generate(model, torch.zeros(1, 4, dtype=torch.long), 16)
+    hook.remove()
+    assert len(calls) == 16  # the prefill gives the first token, then 15 single-token steps
+
+
 def test_greedy_generation_equals_transformers_generate():
     hf = _hf_model(4, 2, 2, False, 1e-6, 10000.0)
     prompt = torch.randint(0, 97, (1, 5), generator=torch.Generator().manual_seed(5))
