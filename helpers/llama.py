@@ -109,10 +109,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., d) → (..., d)."""
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        """x: (..., d) → (..., d). F.rms_norm computes x · rsqrt(mean(x²) + ε) in one fused pass."""
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -281,8 +279,10 @@ class Llama(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0) -> torch.Tensor:
-        """tokens: (B, T) token ids at positions start_pos … start_pos+T−1 → logits (B, T, V)."""
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, start_pos: int = 0,
+                last_only: bool = False) -> torch.Tensor:
+        """tokens: (B, T) token ids at positions start_pos … start_pos+T−1 → logits (B, T, V), or (B, 1, V) for
+        the last position only with ``last_only`` (generation needs no more: it saves the output layer's work)."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (batch, seq), got {tuple(tokens.shape)}")
         x = self.embed_tokens(tokens)
@@ -290,6 +290,8 @@ class Llama(nn.Module):
         cos, sin = rope_cos_sin(positions, self.inv_freq)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache, i, start_pos)
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.norm(x))
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
@@ -369,7 +371,7 @@ def generate(model: Llama, tokens: torch.Tensor, max_new_tokens: int, *, tempera
     cache = (KVCache(model.config, tokens.shape[0], tokens.shape[1] + max_new_tokens, parameter.device,
                      parameter.dtype) if use_cache else None)
     done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-    logits = model(tokens, cache, 0)[:, -1]
+    logits = model(tokens, cache, 0, last_only=True)[:, -1]
     for step in range(max_new_tokens):
         next_token = sample_next(logits, temperature, top_p, top_k, generator)
         if eos_token_id is not None:
@@ -378,5 +380,6 @@ def generate(model: Llama, tokens: torch.Tensor, max_new_tokens: int, *, tempera
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
         if step == max_new_tokens - 1 or bool(done.all()):
             break  # no forward pass for logits that would not be used
-        logits = (model(next_token[:, None], cache, tokens.shape[1] - 1) if use_cache else model(tokens))[:, -1]
+        logits = (model(next_token[:, None], cache, tokens.shape[1] - 1) if use_cache
+                  else model(tokens, last_only=True))[:, -1]
     return tokens

@@ -38,9 +38,10 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, ignore_index: in
     if logits.dim() != 3 or tokens.shape != logits.shape[:2]:
         raise ValueError(f"need logits (B, T, V) and tokens (B, T), got {tuple(logits.shape)} and "
                          f"{tuple(tokens.shape)}")
-    predictions = logits[:, :-1].float()  # (B, T−1, V): position t predicts token t + 1
-    targets = tokens[:, 1:]  # (B, T−1)
-    return F.cross_entropy(predictions.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)
+    # Shift the targets, not the logits: position t predicts token t + 1, and the last position predicts nothing
+    # (its target is ignore_index). Same mean as slicing logits[:, :-1], without copying the (B, T, V) logits.
+    targets = F.pad(tokens[:, 1:], (0, 1), value=ignore_index)  # (B, T)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)
 
 
 def perplexity(loss: float | torch.Tensor) -> float:
