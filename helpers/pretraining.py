@@ -210,3 +210,51 @@ def training_days(n_tokens: float, tokens_per_gpu_second: float, n_gpus: int) ->
 def gpu_hours(n_gpus: int, days: float) -> float:
     """GPU-hours of ``n_gpus`` GPUs running for ``days``."""
     return n_gpus * days * 24.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training a small model: tokens, batches, learning rate
+
+
+class CharTokenizer:
+    """Character-level tokenizer: one id per distinct character of a training text, in sorted order."""
+
+    def __init__(self, alphabet: str) -> None:
+        self.alphabet = "".join(sorted(set(alphabet)))
+        self.index = {ch: i for i, ch in enumerate(self.alphabet)}
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        return cls(text)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.alphabet)
+
+    def encode(self, text: str) -> list[int]:
+        """text → ids; a character the tokenizer never saw raises a ValueError that names it."""
+        try:
+            return [self.index[ch] for ch in text]
+        except KeyError as exc:
+            raise ValueError(f"the character {exc.args[0]!r} is not in the tokenizer's alphabet") from None
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        return "".join(self.alphabet[int(i)] for i in ids)
+
+
+def random_batch(data: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    """``batch_size`` windows of ``seq_len`` consecutive tokens from a 1-D token tensor, at random offsets
+    drawn with ``generator`` → (batch_size, seq_len)."""
+    if data.dim() != 1 or data.numel() <= seq_len:
+        raise ValueError(f"need a 1-D tensor of more than seq_len={seq_len} tokens, got shape {tuple(data.shape)}")
+    starts = torch.randint(0, data.numel() - seq_len, (batch_size,), generator=generator)
+    return torch.stack([data[s: s + seq_len] for s in starts.tolist()])
+
+
+def cosine_lr(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
+    """Linear warm-up to ``max_lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``total_steps``
+    (LLaMA: 2000 warm-up steps, final rate 10% of the maximum)."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))

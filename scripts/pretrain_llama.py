@@ -1,0 +1,132 @@
+"""Pretrain a small LLaMA (helpers.llama) on a text file, in one process or several with DistributedDataParallel.
+
+    python data/shakespeare.py                                      # builds data/cache/shakespeare/*.txt
+    python scripts/pretrain_llama.py --steps 200
+    torchrun --nproc_per_node 2 scripts/pretrain_llama.py --steps 200   # the same run, split over 2 processes
+
+Every process draws the same global batch (the same seeded generator) and keeps its own rows, so N processes
+with a global batch G compute the same gradients as one process with G: DDP averages the processes' gradients of
+their mean losses, which is the gradient of the global mean. The logged loss is that global mean. Training uses
+AdamW (β = 0.9, 0.95; weight decay 0.1), linear warm-up then cosine decay, gradient clipping at 1.0, and bfloat16
+autocast on a GPU (gloo on CPUs, nccl on GPUs). Rank 0 writes the losses to --out as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from helpers.llama import Llama, LlamaConfig, llama_hidden_dim  # noqa: E402
+from helpers.pretraining import CharTokenizer, cosine_lr, next_token_loss, random_batch  # noqa: E402
+
+DEFAULT_DATA = REPO_ROOT / "data" / "cache" / "shakespeare"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.txt and val.txt, or one file")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--global_batch", type=int, default=16, help="sequences per step, over all processes")
+    p.add_argument("--seq_len", type=int, default=128)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv_heads", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--min_lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--grad_clip", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="JSON file for the losses (rank 0)")
+    return p.parse_args(argv)
+
+
+def read_texts(data: Path) -> tuple[str, str | None]:
+    """(training text, validation text or None) from a folder holding train.txt/val.txt, or from one file."""
+    if data.is_dir():
+        train, val = data / "train.txt", data / "val.txt"
+        if not train.is_file():
+            raise SystemExit(f"{train} does not exist: build it with `python data/shakespeare.py`.")
+        return train.read_text(encoding="utf-8"), val.read_text(encoding="utf-8") if val.is_file() else None
+    if not data.is_file():
+        raise SystemExit(f"{data} does not exist: build the corpus with `python data/shakespeare.py`.")
+    return data.read_text(encoding="utf-8"), None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    cuda = torch.cuda.is_available()
+    if distributed:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if args.global_batch % world:
+        raise SystemExit(f"--global_batch {args.global_batch} must be divisible by the {world} processes")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu")
+
+    train_text, val_text = read_texts(args.data)
+    tokenizer = CharTokenizer.from_text(train_text + (val_text or ""))
+    train_data = torch.tensor(tokenizer.encode(train_text))
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=args.dim,
+                         intermediate_size=llama_hidden_dim(args.dim, multiple_of=32), num_hidden_layers=args.layers,
+                         num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                         max_position_embeddings=args.seq_len)
+    torch.manual_seed(args.seed)  # the same initial weights in every process (DDP also broadcasts rank 0's)
+    model = Llama(config).to(device)
+    trained = DistributedDataParallel(model) if distributed else model
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    batches = torch.Generator().manual_seed(args.seed + 1)  # the same global batches in every process
+    local = args.global_batch // world
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    losses, start = [], time.perf_counter()
+    for step in range(args.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = cosine_lr(step, args.lr, args.warmup, args.steps, args.min_lr)
+        batch = random_batch(train_data, args.global_batch, args.seq_len, batches)  # (G, T)
+        mine = batch[rank * local:(rank + 1) * local].to(device)  # (G / world, T)
+        with autocast:
+            loss = next_token_loss(trained(mine), mine)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimiser.step()
+        global_loss = loss.detach().float()
+        if distributed:
+            dist.all_reduce(global_loss)
+            global_loss /= world
+        losses.append(round(global_loss.item(), 6))
+        if rank == 0 and (step % 50 == 0 or step == args.steps - 1):
+            print(f"step {step:5d}  loss {losses[-1]:.4f}  lr {optimiser.param_groups[0]['lr']:.2e}", flush=True)
+
+    result = {"processes": world, "global_batch": args.global_batch, "steps": args.steps, "losses": losses,
+              "parameters": model.num_parameters(), "seconds": round(time.perf_counter() - start, 2)}
+    if val_text and rank == 0:
+        val_data = torch.tensor(tokenizer.encode(val_text))
+        model.eval()
+        with torch.no_grad(), autocast:
+            val_batch = random_batch(val_data, 32, args.seq_len, torch.Generator().manual_seed(args.seed + 2))
+            result["val_loss"] = round(next_token_loss(model(val_batch.to(device)), val_batch.to(device)).item(), 4)
+        print(f"validation loss {result['val_loss']:.4f}")
+    if rank == 0 and args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if distributed:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

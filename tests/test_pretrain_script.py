@@ -1,0 +1,81 @@
+"""scripts/pretrain_llama.py: DDP over 2 CPU processes follows the 1-process loss trajectory; its helpers."""
+
+import json
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers.paths import REPO_ROOT
+from helpers.pretraining import CharTokenizer, cosine_lr, random_batch
+
+SCRIPT = REPO_ROOT / "scripts" / "pretrain_llama.py"
+TINY = ["--steps", "6", "--global_batch", "8", "--seq_len", "32", "--dim", "32", "--layers", "2", "--heads", "4",
+        "--kv_heads", "2", "--warmup", "2"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    rng = random.Random(0)
+    words = "to be or not that is the question whether tis nobler in the mind to suffer".split()
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(" ".join(rng.choice(words) for _ in range(20000)))
+    return path
+
+
+def _run(text_file, tmp_path, processes):
+    out = tmp_path / f"losses_{processes}.json"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = [*(launcher if processes > 1 else [sys.executable]), str(SCRIPT), "--data", str(text_file),
+               "--out", str(out), *TINY]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_one_process_loss_trajectory(text_file, tmp_path):
+    one, two = _run(text_file, tmp_path, 1), _run(text_file, tmp_path, 2)
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert len(one["losses"]) == len(two["losses"]) == 6
+    assert max(abs(a - b) for a, b in zip(one["losses"], two["losses"], strict=True)) < 1e-4
+    assert one["losses"][-1] < one["losses"][0] - 0.1  # it learns
+
+
+@pytest.mark.slow
+def test_global_batch_must_split_evenly(text_file):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),
+               "--data", str(text_file), *TINY[:2], "--global_batch", "7"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode != 0 and "must be divisible by the 2 processes" in result.stdout + result.stderr
+
+
+def test_missing_corpus_says_how_to_build_it(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "nothing")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "python data/shakespeare.py" in result.stderr
+
+
+def test_char_tokenizer_round_trip_and_unknown_characters():
+    tokenizer = CharTokenizer.from_text("hello world")
+    assert tokenizer.vocab_size == 8 and tokenizer.decode(tokenizer.encode("low hold")) == "low hold"
+    with pytest.raises(ValueError, match="'z' is not in the tokenizer's alphabet"):
+        tokenizer.encode("zoo")
+
+
+def test_random_batch_windows_are_consecutive():
+    data = torch.arange(100)
+    batch = random_batch(data, 5, 10, torch.Generator().manual_seed(0))
+    assert batch.shape == (5, 10) and bool(((batch[:, 1:] - batch[:, :-1]) == 1).all())
+    with pytest.raises(ValueError, match="more than seq_len=100"):
+        random_batch(data, 1, 100, torch.Generator())
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_minimum():
+    lrs = [cosine_lr(s, 1.0, warmup_steps=10, total_steps=110, min_lr=0.1) for s in range(111)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 2)))
+    assert lrs[110] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
