@@ -8,7 +8,8 @@ Every process draws the same global batch (the same seeded generator) and keeps 
 with a global batch G compute the same gradients as one process with G: DDP averages the processes' gradients of
 their mean losses, which is the gradient of the global mean. The logged loss is that global mean. Training uses
 AdamW (β = 0.9, 0.95; weight decay 0.1), linear warm-up then cosine decay, gradient clipping at 1.0, and bfloat16
-autocast on a GPU (gloo on CPUs, nccl on GPUs). Rank 0 writes the losses to --out as JSON.
+autocast on a GPU (gloo on CPUs, nccl on GPUs). Rank 0 writes the losses to --out as JSON and, with --save_hf,
+the model in Hugging Face format with its character alphabet (char_tokenizer.json).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
-from helpers.llama import Llama, LlamaConfig, llama_hidden_dim  # noqa: E402
+from helpers.llama import Llama, LlamaConfig, llama_hidden_dim, llama_to_hf  # noqa: E402
 from helpers.pretraining import CharTokenizer, cosine_lr, next_token_loss, random_batch  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT / "data" / "cache" / "shakespeare"
@@ -51,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grad_clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON file for the losses (rank 0)")
+    p.add_argument("--save_hf", type=Path, default=None,
+                   help="folder to save the model in Hugging Face format (AutoModelForCausalLM loads it), rank 0")
     return p.parse_args(argv)
 
 
@@ -123,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"validation loss {result['val_loss']:.4f}")
     if rank == 0 and args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if rank == 0 and args.save_hf:
+        hf_model = llama_to_hf(model.float().cpu().eval())
+        for config in (hf_model.config, hf_model.generation_config):  # a character model has no special tokens:
+            config.bos_token_id = config.eos_token_id = config.pad_token_id = None  # not transformers' 1 and 2
+        hf_model.save_pretrained(args.save_hf)
+        (args.save_hf / "char_tokenizer.json").write_text(json.dumps({"alphabet": tokenizer.alphabet}) + "\n")
+        print(f"saved the model in Hugging Face format to {args.save_hf}")
     if distributed:
         dist.destroy_process_group()
     return 0

@@ -46,6 +46,27 @@ def test_two_processes_follow_the_one_process_loss_trajectory(text_file, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_export_loads_with_automodel_and_generates_the_same_text(text_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from helpers.llama import generate, llama_from_hf
+
+    folder = tmp_path / "hf"
+    command = [sys.executable, str(SCRIPT), "--data", str(text_file), "--save_hf", str(folder), *TINY]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    alphabet = json.loads((folder / "char_tokenizer.json").read_text())["alphabet"]
+    tokenizer = CharTokenizer(alphabet)
+    hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+    prompt = torch.tensor([tokenizer.encode("to be or ")])
+    # an explicit mask: without one, transformers takes pad_token_id tokens for padding (id 0 is the space here)
+    theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=30, do_sample=False)
+    ours = generate(llama_from_hf(hf), prompt, 30)
+    assert tokenizer.decode(ours[0]) == tokenizer.decode(theirs[0])
+
+
+@pytest.mark.slow
 def test_global_batch_must_split_evenly(text_file):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT),
                "--data", str(text_file), *TINY[:2], "--global_batch", "7"]
