@@ -13,9 +13,9 @@ U_i = tokens in source i, e_i = epochs (passes) over source i, C = training FLOP
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -240,6 +240,22 @@ class CharTokenizer:
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         return "".join(self.alphabet[int(i)] for i in ids)
+
+
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2) -> Any:
+    """Train a byte-level BPE tokenizer (GPT-2's scheme: 256 byte symbols, then merges) with `tokenizers`.
+
+    Returns a ``tokenizers.Tokenizer`` whose ``encode(text).ids`` and ``decode(ids)`` round-trip any text exactly.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
 
 
 def random_batch(data: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers.paths import REPO_ROOT
-from helpers.pretraining import CharTokenizer, cosine_lr, random_batch
+from helpers.pretraining import CharTokenizer, cosine_lr, random_batch, train_byte_level_bpe
 
 SCRIPT = REPO_ROOT / "scripts" / "pretrain_llama.py"
 TINY = ["--steps", "6", "--global_batch", "8", "--seq_len", "32", "--dim", "32", "--layers", "2", "--heads", "4",
@@ -100,3 +100,14 @@ def test_cosine_schedule_warms_up_then_decays_to_the_minimum():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[60] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 2)))
     assert lrs[110] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+
+
+def test_byte_level_bpe_round_trips_and_compresses(text_file):
+    text = text_file.read_text()
+    tokenizer = train_byte_level_bpe([text], vocab_size=300)
+    assert tokenizer.get_vocab_size() == 300
+    for sample in (text[:500], "Unseen: ŝtrange ünïcode — and 数字 123!"):
+        assert tokenizer.decode(tokenizer.encode(sample).ids) == sample
+    assert len(tokenizer.encode(text[:5000]).ids) < 0.5 * 5000  # merges: far fewer tokens than characters
+    again = train_byte_level_bpe([text], vocab_size=300)
+    assert again.encode(text[:2000]).ids == tokenizer.encode(text[:2000]).ids  # deterministic
