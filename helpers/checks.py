@@ -282,3 +282,9 @@ def check_exercise(
             return False
         raise
     return True
+
+
+def rounded(values: Any, digits: int = 3) -> list[float]:
+    """A tensor's (or array's, or number's) values as a flat list of rounded floats, for printing outputs that
+    nbval compares; adding 0.0 turns -0.0 into 0.0."""
+    return [round(v, digits) + 0.0 for v in torch.as_tensor(values).detach().double().flatten().tolist()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -162,8 +163,6 @@ def stamp(path: Path) -> bool:
 
 def execute(path: Path, timeout: int = 600) -> None:
     """Run a notebook top to bottom in its own folder with the current Python, and save its outputs."""
-    import os
-
     from nbclient import NotebookClient
 
     nb = load(path)

@@ -116,3 +116,11 @@ def test_check_module_names_parameter_mismatch():
         check_module(nn.Linear(4, 3, bias=False), nn.Linear(4, 3), [torch.randn(1, 4)])
     with pytest.raises(CheckError, match="parameter 'weight': shape"):
         check_module(nn.Linear(4, 2), nn.Linear(4, 3), [torch.randn(1, 4)])
+
+
+def test_rounded_gives_stable_printable_values():
+    from helpers.checks import rounded
+
+    assert rounded(torch.tensor([[1.23456, -0.0001]]), 2) == [1.23, 0.0]
+    assert str(rounded(torch.tensor([-0.0004]))) == "[0.0]"  # never "-0.0": outputs repeat exactly
+    assert rounded(2.5e-4, 4) == [0.0003] and rounded(np.array([1, 2])) == [1.0, 2.0]
