@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers.llama import Llama, decoder_layers
+from helpers.pretraining import next_token_loss
 
 # ----------------------------------------------------------------------------------------------------------------
 # The chat template
@@ -165,8 +166,7 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     targets = labels[:, 1:]  # (B, T−1): the token each position must predict
     if not bool((targets != IGNORE_INDEX).any()):
         raise ValueError("every label after the first position is -100: there is no answer token to learn")
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX)
+    return next_token_loss(logits, labels, ignore_index=IGNORE_INDEX)  # the pretraining loss, prompt tokens ignored
 
 
 # ----------------------------------------------------------------------------------------------------------------
