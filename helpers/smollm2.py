@@ -281,7 +281,7 @@ def generate_batch(model: Llama, prompts: Sequence[Sequence[int]], max_gen_len: 
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     previous = 0
     for position in range(min(lengths), total):
-        logits = model(tokens[:, previous:position], cache, previous)[:, -1]  # (B, V): the next position
+        logits = model(tokens[:, previous:position], cache, previous, last_only=True)[:, -1]  # (B, V): next position
         chosen = sample_next(logits, temperature, top_p, generator=generator)  # (B,)
         chosen = torch.where(is_prompt[:, position], tokens[:, position], chosen)  # keep prompt tokens
         tokens[:, position] = chosen
