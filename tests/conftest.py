@@ -1,10 +1,24 @@
-"""Shared set-up: no test reaches a model hub, plots render off-screen."""
+"""Shared set-up: no test reaches a model hub, plots render off-screen, segment_anything finds a torchvision."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# No CPU torchvision installs here, and segment_anything imports four of its functions. Where none is installed,
+# a test-only stand-in answers those imports (tests/shims/_torchvision), in this process and, through PYTHONPATH
+# and tests/shims/sitecustomize.py, in every Python the tests start (notebook kernels included).
+SHIMS = Path(__file__).resolve().parent / "shims"
+if importlib.util.find_spec("torchvision") is None:
+    sys.path.append(str(SHIMS))
+    import _torchvision
+
+    _torchvision.install()
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SHIMS), os.environ.get("PYTHONPATH")) if p)
 
 
 def pytest_configure(config):
