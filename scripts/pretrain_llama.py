@@ -6,16 +6,16 @@
 
 Every process draws the same global batch (the same seeded generator) and keeps its own rows, so N processes
 with a global batch G compute the same gradients as one process with G: DDP averages the processes' gradients of
-their mean losses, which is the gradient of the global mean. The logged loss is that global mean. Training uses
-AdamW (β = 0.9, 0.95; weight decay 0.1), linear warm-up then cosine decay, gradient clipping at 1.0, and bfloat16
-autocast on a GPU (gloo on CPUs, nccl on GPUs). Rank 0 writes the losses to --out as JSON and, with --save_hf,
-the model in Hugging Face format with its character alphabet (char_tokenizer.json).
+their mean losses, which is the gradient of the global mean. The logged loss is that global mean. The step,
+the evaluation and the export are helpers.training's (the references of Lab 1): AdamW (β = 0.9, 0.95; weight decay
+0.1 on the matrices), linear warm-up then cosine decay, gradient clipping at 1.0, and bfloat16 autocast on a GPU
+(gloo on CPUs, nccl on GPUs). Rank 0 writes the losses to --out as JSON and, with --save_hf, the model in Hugging
+Face format with its character alphabet (char_tokenizer.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -30,8 +30,9 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
-from helpers.llama import Llama, LlamaConfig, llama_hidden_dim, llama_to_hf  # noqa: E402
-from helpers.pretraining import CharTokenizer, cosine_lr, next_token_loss, random_batch  # noqa: E402
+from helpers.llama import Llama, LlamaConfig, llama_hidden_dim  # noqa: E402
+from helpers.pretraining import CharTokenizer, cosine_lr, random_batch  # noqa: E402
+from helpers.training import adamw, eval_batches, evaluate, save_hf, train_step  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT / "data" / "cache" / "shakespeare"
 
@@ -90,24 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)  # the same initial weights in every process (DDP also broadcasts rank 0's)
     model = Llama(config).to(device)
     trained = DistributedDataParallel(model) if distributed else model
-    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    optimiser = adamw(model, args.lr)  # β = (0.9, 0.95), weight decay 0.1 on the matrices
     batches = torch.Generator().manual_seed(args.seed + 1)  # the same global batches in every process
     local = args.global_batch // world
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
     losses, start = [], time.perf_counter()
     for step in range(args.steps):
-        for group in optimiser.param_groups:
-            group["lr"] = cosine_lr(step, args.lr, args.warmup, args.steps, args.min_lr)
+        lr = cosine_lr(step, args.lr, args.warmup, args.steps, args.min_lr)
         batch = random_batch(train_data, args.global_batch, args.seq_len, batches)  # (G, T)
         mine = batch[rank * local:(rank + 1) * local].to(device)  # (G / world, T)
-        with autocast:
-            loss = next_token_loss(trained(mine), mine)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        optimiser.step()
-        global_loss = loss.detach().float()
+        # DDP averages the gradients of the processes' mean losses in backward(), before the clipping
+        loss, _ = train_step(trained, optimiser, mine, lr, args.grad_clip)
+        global_loss = loss.clone()
         if distributed:
             dist.all_reduce(global_loss)
             global_loss /= world
@@ -119,19 +114,12 @@ def main(argv: list[str] | None = None) -> int:
               "parameters": model.num_parameters(), "seconds": round(time.perf_counter() - start, 2)}
     if val_text and rank == 0:
         val_data = torch.tensor(tokenizer.encode(val_text))
-        model.eval()
-        with torch.no_grad(), autocast:
-            val_batch = random_batch(val_data, 32, args.seq_len, torch.Generator().manual_seed(args.seed + 2))
-            result["val_loss"] = round(next_token_loss(model(val_batch.to(device)), val_batch.to(device)).item(), 4)
+        result["val_loss"] = round(evaluate(model, eval_batches(val_data, 1, 32, args.seq_len, args.seed + 2)), 4)
         print(f"validation loss {result['val_loss']:.4f}")
     if rank == 0 and args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     if rank == 0 and args.save_hf:
-        hf_model = llama_to_hf(model.float().cpu().eval())
-        for config in (hf_model.config, hf_model.generation_config):  # a character model has no special tokens:
-            config.bos_token_id = config.eos_token_id = config.pad_token_id = None  # not transformers' 1 and 2
-        hf_model.save_pretrained(args.save_hf)
-        (args.save_hf / "char_tokenizer.json").write_text(json.dumps({"alphabet": tokenizer.alphabet}) + "\n")
+        save_hf(model, args.save_hf, tokenizer)
         print(f"saved the model in Hugging Face format to {args.save_hf}")
     if distributed:
         dist.destroy_process_group()

@@ -46,7 +46,6 @@ def test_two_processes_follow_the_one_process_loss_trajectory(text_file, tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_export_loads_with_automodel_and_generates_the_same_text(text_file, tmp_path):
     from transformers import AutoModelForCausalLM
 
