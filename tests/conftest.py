@@ -5,6 +5,9 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -19,6 +22,15 @@ if importlib.util.find_spec("torchvision") is None:
 
     _torchvision.install()
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SHIMS), os.environ.get("PYTHONPATH")) if p)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors run much faster on one thread than on two on a shared two-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pytest_configure(config):

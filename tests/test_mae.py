@@ -27,12 +27,7 @@ TINY = dict(img_size=32, patch_size=8, encoder_embed_dim=32, encoder_depth=2, en
             decoder_num_heads=2, decoder_mlp_dim=32, iou_head_hidden_dim=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def tiny_mae(seed: int = 0, **overrides) -> MaskedAutoencoder:
