@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from helpers.sam_engine import masks_to_boxes
+
 if TYPE_CHECKING:
     from helpers.sam import Sam
 
@@ -130,15 +132,9 @@ def _check_masks(name: str, masks: torch.Tensor) -> None:
 def mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     """The tight box (x1, y1, x2, y2) of each binary mask (B, H, W), corners on the extreme pixels: (B, 4) float."""
     _check_masks("masks", masks)
-    masks = masks.bool()
-    if not masks.flatten(1).any(1).all():
+    if not masks.bool().flatten(1).any(1).all():
         raise ValueError("every mask needs at least one pixel to have a box")
-    H, W = masks.shape[-2:]
-    x, y = torch.arange(W, device=masks.device), torch.arange(H, device=masks.device)
-    cols, rows = masks.any(1), masks.any(2)  # (B, W), (B, H): the columns and rows that hold a pixel of the mask
-    x1, x2 = torch.where(cols, x, W).min(1).values, torch.where(cols, x, -1).max(1).values
-    y1, y2 = torch.where(rows, y, H).min(1).values, torch.where(rows, y, -1).max(1).values
-    return torch.stack([x1, y1, x2, y2], dim=1).float()
+    return masks_to_boxes(masks).float()
 
 
 def sample_box(masks: torch.Tensor, generator: torch.Generator | None = None, noise: float = BOX_NOISE,
