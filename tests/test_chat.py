@@ -52,13 +52,7 @@ DIALOG = [SYSTEM, {"role": "user", "content": " Name a noble gas. "}, {"role": "
           {"role": "user", "content": "And a metal?"}, {"role": "assistant", "content": " Lithium.\n"}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: with two threads on a busy machine, each matmul can wait milliseconds for the other thread
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread (tests/conftest.py)
 
 
 def encode(dialog):
