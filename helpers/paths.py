@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -22,3 +25,18 @@ def course_config() -> dict[str, Any]:
     """The ``[tool.course]`` table of pyproject.toml (repository and branch the Colab badges point to)."""
     with open(REPO_ROOT / "pyproject.toml", "rb") as f:
         return tomllib.load(f)["tool"]["course"]
+
+
+@functools.cache
+def data_script(name: str) -> ModuleType:
+    """A script of data/ imported as a module, to call its functions: ``data_script("scenes").load(...)``.
+
+    (data/ is a folder of scripts, not a package.) Imported once per process."""
+    path = DATA_DIR / f"{name}.py"
+    if not path.is_file():
+        scripts = ", ".join(sorted(p.stem for p in DATA_DIR.glob("*.py")))
+        raise FileNotFoundError(f"there is no data script {path}; the scripts in data/ are: {scripts}")
+    spec = importlib.util.spec_from_file_location(f"data_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,17 +1,13 @@
 """data/scenes.py: the SAM scenes build reproducibly, with masks that match their objects and disjoint splits."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 
 from helpers import render
-from helpers.paths import DATA_DIR
+from helpers.paths import data_script
 
 pytest.importorskip("pybullet")
-spec = importlib.util.spec_from_file_location("sam_scenes", DATA_DIR / "scenes.py")
-scenes = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(scenes)
+scenes = data_script("scenes")
 
 SIZE = 48
 

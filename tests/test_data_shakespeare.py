@@ -1,15 +1,12 @@
 """data/shakespeare.py: the corpus builds reproducibly, with the named held-out plays kept out of training."""
 
 import hashlib
-import importlib.util
 
 import pytest
 
-from helpers.paths import DATA_DIR
+from helpers.paths import data_script
 
-spec = importlib.util.spec_from_file_location("shakespeare_corpus", DATA_DIR / "shakespeare.py")
-shakespeare = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(shakespeare)
+shakespeare = data_script("shakespeare")
 
 
 @pytest.fixture(scope="module")
