@@ -235,6 +235,7 @@ def check_module(
     if share_weights:
         copy_weights(student, reference)
     cases = _as_arg_tuples(inputs)
+    grads_checked = False  # only a single-tensor output that needs a gradient is back-propagated
     for i, args in enumerate(cases):
         ref_args = [a.detach().clone().requires_grad_(check_grads and a.is_floating_point())
                     if isinstance(a, torch.Tensor) else a for a in args]
@@ -247,6 +248,7 @@ def check_module(
         if not result:
             raise CheckError(prefix + result.message)
         if check_grads and isinstance(want, torch.Tensor) and want.requires_grad:
+            grads_checked = True
             upstream = torch.randn(want.shape, generator=torch.Generator().manual_seed(i), dtype=want.dtype)
             want.backward(upstream)
             got.backward(upstream)
@@ -256,7 +258,7 @@ def check_module(
                                    rtol=rtol * 10)
                     if not grad:
                         raise CheckError(prefix + grad.message)
-    what = "outputs and gradients" if check_grads else "outputs"
+    what = "outputs and gradients" if grads_checked else "outputs"
     print(f"✓ {name} matches {reference_name}: {what} on {_count(len(cases), 'input')} (atol={atol:g}, rtol={rtol:g})")
 
 

@@ -124,3 +124,16 @@ def test_rounded_gives_stable_printable_values():
     assert rounded(torch.tensor([[1.23456, -0.0001]]), 2) == [1.23, 0.0]
     assert str(rounded(torch.tensor([-0.0004]))) == "[0.0]"  # never "-0.0": outputs repeat exactly
     assert rounded(2.5e-4, 4) == [0.0003] and rounded(np.array([1, 2])) == [1.0, 2.0]
+
+
+def test_check_module_claims_gradients_only_when_it_compared_them(capsys):
+    class Pair(nn.Module):  # a tuple output is compared, not back-propagated
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.linear(x), x.sum()
+
+    check_module(Pair(), Pair(), [torch.randn(2, 3)])
+    assert "matches Pair: outputs on 1 input" in capsys.readouterr().out
