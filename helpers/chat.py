@@ -5,7 +5,9 @@ One canonical copy of each piece; the chapter derives them and the chat lab impo
 - The chat template of Meta's reference code (``llama/generation.py``): ``[INST] … [/INST]`` around each user
   turn, the system prompt folded into the first user turn between ``<<SYS>>`` and ``<</SYS>>``, BOS and EOS as
   token ids around each (user, answer) pair.
-- SFT: next-token cross-entropy on the answer tokens only (labels −100 on every prompt token).
+- SFT: next-token cross-entropy on the answer tokens only (labels −100 on every prompt token); examples laid out
+  by a tokenizer's own chat template too (SmolLM2's ChatML in the chat lab), and a model tuned in its last blocks
+  only, the frozen blocks' output computed once.
 - Reward models: a pretrained body plus a scalar head read at the last real token, trained on binary
   comparisons with the margin loss −log σ(r_c − r_r − m(r)); the margin m(r) depends on the preference level.
 - Using two reward models: the safety reward where it matters, the helpfulness reward elsewhere; best-of-n.
@@ -16,12 +18,13 @@ Shapes: B batch, T sequence, V vocabulary, d hidden size, P prompts, K candidate
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.llama import Llama, decoder_layers
+from helpers.llama import KVCache, Llama, decoder_layers, rope_cos_sin
 from helpers.pretraining import next_token_loss
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -169,6 +172,89 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return next_token_loss(logits, labels, ignore_index=IGNORE_INDEX)  # the pretraining loss, prompt tokens ignored
 
 
+def sft_labels(input_ids: torch.Tensor, prompt_lengths: torch.Tensor | Sequence[int],
+               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The SFT labels of a right-padded batch: the token ids on answer tokens, −100 on the first
+    ``prompt_lengths[b]`` tokens of each row and on padding (mask 0). input_ids (B, T), prompt_lengths (B,) → (B, T)."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (batch, seq), got {tuple(input_ids.shape)}")
+    prompt_lengths = torch.as_tensor(prompt_lengths, device=input_ids.device)
+    if prompt_lengths.shape != input_ids.shape[:1]:
+        raise ValueError(f"prompt_lengths must have shape (batch,) = ({input_ids.shape[0]},), got "
+                         f"{tuple(prompt_lengths.shape)}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids "
+                         f"{tuple(input_ids.shape)}")
+    is_answer = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] >= prompt_lengths[:, None]
+    if attention_mask is not None:
+        is_answer &= attention_mask.bool()
+    return input_ids.masked_fill(~is_answer, IGNORE_INDEX)
+
+
+def chat_sft_example(tokenizer: Any, prompt: str, answer: str, system: str | None = None) -> tuple[list[int], int]:
+    """One SFT example in a tokenizer's own chat template (``tokenizer.apply_chat_template``) → (input_ids,
+    prompt_length).
+
+    The prompt is the template up to the assistant's turn (``add_generation_prompt=True``); the answer tokens run
+    from there to the end-of-turn token (``tokenizer.eos_token_id``) included, which teaches the model to stop.
+    Whatever the template writes after that token (a newline in ChatML) is left out. Raises ValueError if the
+    prompt alone does not tokenise as a prefix of prompt + answer, or the answer has no end-of-turn token.
+    """
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": prompt}]
+
+    def ids(dialog: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+        text = tokenizer.apply_chat_template(dialog, tokenize=False, add_generation_prompt=generation_prompt)
+        return tokenizer.encode(text, add_special_tokens=False)  # the template holds every special token
+
+    prompt_ids = ids(messages, True)
+    full = ids(messages + [{"role": "assistant", "content": answer}], False)
+    if full[:len(prompt_ids)] != prompt_ids:
+        raise ValueError(f"the prompt {prompt[:40]!r} tokenises differently when its answer follows: the "
+                         "prompt/answer boundary is not a token boundary")
+    eos = tokenizer.eos_token_id
+    if eos not in full[len(prompt_ids):]:
+        raise ValueError(f"the templated answer holds no end-of-turn token (id {eos}): check the chat template")
+    end = full.index(eos, len(prompt_ids)) + 1
+    return full[:end], len(prompt_ids)
+
+
+def run_blocks(model: nn.Module, hidden: torch.Tensor, blocks: Sequence[nn.Module]) -> torch.Tensor:
+    """Run some decoder blocks of a :class:`helpers.llama.Llama` on hidden states (B, T, d) at positions 0 … T−1
+    → (B, T, d). With ``model.layers[:k]`` on the embeddings and then ``model.layers[k:]``, the same as all blocks:
+    fine-tuning the last blocks only, the first blocks' output can be computed once and kept."""
+    cos, sin = rope_cos_sin(torch.arange(hidden.shape[1], device=hidden.device), model.inv_freq)
+    for block in blocks:
+        hidden = block(hidden, cos, sin)
+    return hidden
+
+
+def batched_hidden_states(forward: Callable[[torch.Tensor], torch.Tensor], sequences: Sequence[Sequence[int]],
+                          pad_id: int, batch_size: int = 16, device: torch.device | str | None = None,
+                          progress: Callable[..., Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states of many sequences, computed in batches of similar length (less padding), without gradients.
+
+    ``forward`` maps right-padded tokens (B, T) to hidden states (B, T, d) (a :class:`LlamaBody`, say). Returns
+    hidden (N, T_max, d) float32 on ``device`` (default: the tokens' device, CPU) and attention_mask (N, T_max),
+    right-padded, in the order of ``sequences``; padded positions hold zeros.
+    """
+    if len(sequences) == 0:
+        raise ValueError("batched_hidden_states needs at least one sequence")
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    tokens, mask = pad_batch(sequences, pad_id)  # (N, T_max)
+    hidden: torch.Tensor | None = None
+    starts = range(0, len(order), batch_size)
+    with torch.no_grad():
+        for start in progress(starts) if progress else starts:
+            rows = torch.tensor(order[start:start + batch_size])
+            length = int(mask[rows].sum(dim=1).max())
+            out = forward(tokens[rows, :length].to(device or "cpu")).float()  # (b, length, d)
+            if hidden is None:
+                hidden = torch.zeros(len(sequences), tokens.shape[1], out.shape[-1], device=out.device)
+            hidden[rows.to(out.device), :length] = out * mask[rows, :length, None].to(out.device)
+    return hidden, mask.to(hidden.device)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Preferences and the margin loss
 
@@ -232,6 +318,28 @@ class LlamaBody(nn.Module):
         return llama_hidden_states(self, tokens)
 
 
+@torch.no_grad()
+def continuation_hidden_states(model: Llama, prompt: Sequence[int], continuations: Sequence[Sequence[int]],
+                               pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden states (after the last RMSNorm) of ``prompt + continuation`` for N continuations of one prompt,
+    at the continuations' positions only → hidden (N, A, d) and attention_mask (N, A), right-padded.
+
+    The same numbers as :func:`llama_hidden_states` on each whole sequence, for less work: the prompt runs once,
+    and its keys and values (a :class:`helpers.llama.KVCache`) are shared by the N continuations.
+    """
+    if len(prompt) == 0 or len(continuations) == 0 or min(len(c) for c in continuations) == 0:
+        raise ValueError("need a non-empty prompt and at least one continuation, none of them empty")
+    device = model.embed_tokens.weight.device
+    tokens, mask = pad_batch(continuations, pad_id)  # (N, A)
+    n, p = tokens.shape[0], len(prompt)
+    cache = KVCache(model.config, n, p + tokens.shape[1], device, model.embed_tokens.weight.dtype)
+    decoder_layers(model, torch.tensor([list(prompt)], device=device), cache, 0)  # fills row 0
+    cache.k[:, 1:, :, :p] = cache.k[:, :1, :, :p]  # the other rows share the prompt's keys and values
+    cache.v[:, 1:, :, :p] = cache.v[:, :1, :, :p]
+    hidden = model.norm(decoder_layers(model, tokens.to(device), cache, p))  # (N, A, d)
+    return hidden, mask.to(device)
+
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """The position of the last real token (mask 1) in each row: (B, T) → (B,) int64. Works for right and left
     padding; raises ValueError if a row has no real token."""
@@ -242,6 +350,16 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
         raise ValueError("a row of attention_mask has no real token (all zeros)")
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     return (positions * real).argmax(dim=1)
+
+
+def last_token_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The hidden state at each row's last real token: hidden (B, T, d), attention_mask (B, T) → (B, d).
+    Right or left padding alike."""
+    if hidden.dim() != 3 or hidden.shape[:2] != attention_mask.shape:
+        raise ValueError(f"need hidden (B, T, d) and attention_mask (B, T), got {tuple(hidden.shape)} and "
+                         f"{tuple(attention_mask.shape)}")
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, last_token_index(attention_mask).to(hidden.device)]
 
 
 class RewardModel(nn.Module):

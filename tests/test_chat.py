@@ -17,15 +17,21 @@ from helpers.chat import (
     ByteTokenizer,
     LlamaBody,
     RewardModel,
+    batched_hidden_states,
     best_of_n,
+    chat_sft_example,
     combine_rewards,
+    continuation_hidden_states,
     encode_llama2_dialog,
     fold_system_prompt,
+    last_token_hidden,
     last_token_index,
     llama_hidden_states,
     margin_ranking_loss,
     pad_batch,
     preference_margin,
+    run_blocks,
+    sft_labels,
     sft_loss,
 )
 from helpers.checks import assert_close
@@ -212,6 +218,120 @@ def test_sft_loss_errors():
         sft_loss(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="no answer token to learn"):
         sft_loss(torch.zeros(1, 3, 5), torch.tensor([[1, -100, -100]]))
+
+
+def test_sft_labels_mask_prompts_and_padding():
+    ids = torch.tensor([[5, 6, 7, 8], [5, 6, 0, 0]])
+    labels = sft_labels(ids, [2, 1], torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]))
+    assert labels.tolist() == [[-100, -100, 7, 8], [-100, 6, -100, -100]]
+    assert sft_labels(ids, torch.tensor([3, 0])).tolist() == [[-100, -100, -100, 8], [5, 6, 0, 0]]
+    encoded = [encode(DIALOG[1:3]), encode(DIALOG[3:5])]  # single turns: labels are -100 then the answer
+    padded, mask = pad_batch([e[0] for e in encoded], TOK.pad_id)
+    prompt_lengths = [e[1].count(IGNORE_INDEX) for e in encoded]
+    expected = pad_batch([e[1] for e in encoded], IGNORE_INDEX)[0]
+    assert sft_labels(padded, prompt_lengths, mask).tolist() == expected.tolist()
+    with pytest.raises(ValueError, match=r"prompt_lengths must have shape \(batch,\) = \(2,\)"):
+        sft_labels(ids, [1, 2, 3])
+    with pytest.raises(ValueError, match="must have the shape of input_ids"):
+        sft_labels(ids, [1, 2], torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"input_ids must have shape \(batch, seq\)"):
+        sft_labels(ids[0], [1])
+
+
+class ChatMLTokenizer:
+    """Bytes as ids, <|im_start|> = 1000 and <|im_end|> = 1001 (EOS), and a ChatML template with a default system."""
+
+    eos_token_id = 1001
+    SPECIAL = {"<|im_start|>": 1000, "<|im_end|>": 1001}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        if messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": "Be kind."}] + list(messages)
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+    def encode(self, text, add_special_tokens=False):
+        ids = []
+        while text:
+            special = next((s for s in self.SPECIAL if text.startswith(s)), None)
+            ids += [self.SPECIAL[special]] if special else list(text[0].encode())
+            text = text[len(special):] if special else text[1:]
+        return ids
+
+
+def test_chat_sft_example_in_a_chatml_template():
+    tok = ChatMLTokenizer()
+    ids, prompt_length = chat_sft_example(tok, "Hi?", "Hello.")
+    prompt = tok.encode("<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n"
+                        "<|im_start|>assistant\n")
+    assert ids == prompt + list(b"Hello.") + [1001] and prompt_length == len(prompt)  # no newline after EOS
+    ids, prompt_length = chat_sft_example(tok, "Hi?", "Hello.", system="Be brief.")
+    assert ids[:prompt_length] == tok.encode(tok.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}], add_generation_prompt=True))
+
+
+def test_chat_sft_example_errors():
+    class Merging(ChatMLTokenizer):  # merges "\nH" into one token: the boundary is lost
+        def encode(self, text, add_special_tokens=False):
+            ids = super().encode(text)
+            return [i for k, i in enumerate(ids) if not (i == 10 and k + 1 < len(ids) and ids[k + 1] == 72)]
+
+    with pytest.raises(ValueError, match="not a token boundary"):
+        chat_sft_example(Merging(), "Hi?", "Hello.")
+
+    class NoEos(ChatMLTokenizer):
+        eos_token_id = 7
+
+    with pytest.raises(ValueError, match="no end-of-turn token"):
+        chat_sft_example(NoEos(), "Hi?", "Hello.")
+
+
+def test_run_blocks_in_two_parts_equals_the_whole_stack(tiny_llama):
+    tokens = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        first = run_blocks(tiny_llama, tiny_llama.embed_tokens(tokens), tiny_llama.layers[:1])
+        both = tiny_llama.norm(run_blocks(tiny_llama, first, tiny_llama.layers[1:]))
+        assert_close(both, llama_hidden_states(tiny_llama, tokens))
+
+
+def test_batched_hidden_states_equal_one_at_a_time(tiny_llama):
+    g = torch.Generator().manual_seed(4)
+    sequences = [torch.randint(0, 256, (n,), generator=g).tolist() for n in (7, 2, 11, 5, 3)]
+    calls = []
+
+    def body(tokens):
+        calls.append(tuple(tokens.shape))
+        return llama_hidden_states(tiny_llama, tokens)
+
+    hidden, mask = batched_hidden_states(body, sequences, TOK.pad_id, batch_size=2)
+    assert hidden.shape == (5, 11, tiny_llama.config.hidden_size) and mask.sum(1).tolist() == [7, 2, 11, 5, 3]
+    assert calls == [(2, 3), (2, 7), (1, 11)]  # sorted by length: little padding
+    for row, s in enumerate(sequences):
+        with torch.no_grad():
+            assert_close(hidden[row, :len(s)], llama_hidden_states(tiny_llama, torch.tensor([s]))[0])
+        assert float(hidden[row, len(s):].abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="at least one sequence"):
+        batched_hidden_states(body, [], 0)
+
+
+def test_continuation_hidden_states_equal_the_whole_sequences(tiny_llama):
+    prompt, continuations = [256, 72, 105, 33], [[1, 2, 3], [4], [5, 6, 7, 8, 9]]
+    hidden, mask = continuation_hidden_states(tiny_llama, prompt, continuations, TOK.pad_id)
+    assert hidden.shape == (3, 5, tiny_llama.config.hidden_size) and mask.sum(1).tolist() == [3, 1, 5]
+    for row, c in enumerate(continuations):
+        with torch.no_grad():
+            whole = llama_hidden_states(tiny_llama, torch.tensor([prompt + c]))[0, len(prompt):]
+        assert_close(hidden[row, :len(c)], whole)
+    with pytest.raises(ValueError, match="none of them empty"):
+        continuation_hidden_states(tiny_llama, prompt, [[1], []])
+
+
+def test_last_token_hidden_right_and_left_padding():
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1]])
+    assert last_token_hidden(hidden, mask).tolist() == [hidden[0, 1].tolist(), hidden[1, 3].tolist()]
+    with pytest.raises(ValueError, match=r"need hidden \(B, T, d\) and attention_mask \(B, T\)"):
+        last_token_hidden(hidden, mask[:, :3])
 
 
 # ---------------------------------------------------------------------------------------------------------------
