@@ -40,7 +40,7 @@ VAL_RANDOM = range(900, render.RANDOM_OBJECTS)  # random_900 … random_999 held
 PROFILE_SIZES = {  # profile → split → (count, image size in pixels)
     "smoke": {"train": (64, 64), "val": (16, 64)},
     "cpu": {"train": (600, 128), "val": (100, 128)},
-    "gpu": {"train": (5000, 256), "val": (500, 256)},
+    "gpu": {"train": (3000, 128), "val": (300, 128)},
 }
 MAX_OBJECTS = 6
 OBJECTS_PER_SCENE = (2, MAX_OBJECTS)
