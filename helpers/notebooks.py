@@ -8,6 +8,7 @@ Every notebook opens with two cells:
     python -m helpers.notebooks validate     # every notebook is valid and carries both cells
     python -m helpers.notebooks stamp        # write both cells into every notebook (after a fork)
     python -m helpers.notebooks execute PATH # run a notebook in place and keep its outputs (authors)
+    python -m helpers.notebooks measure --profile gpu --out DIR PATH...  # run copies in a profile (maintainers)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -176,6 +178,38 @@ def execute(path: Path, timeout: int = 600) -> None:
     path.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
 
 
+def measure(path: Path, out_dir: Path, profile: str, timeout: int = 3600) -> tuple[Path, list[int]]:
+    """Run a copy of a notebook in a run profile, to read its figures (e.g. the gpu profile's, on a GPU machine).
+
+    The notebook itself is not touched. The copy, ``out_dir/<name>_<profile>.ipynb``, is written after every cell
+    (a run that is cut short keeps what it did), with each cell's wall time in ``metadata.measure.seconds``; a cell
+    that raises is recorded and the run goes on. Returns the copy's path and the indices of the cells that raised."""
+    from nbclient import NotebookClient
+
+    from helpers.profile import ENV_VAR, get_profile  # imports torch: only where a notebook is run
+
+    nb = load(path)
+    out = Path(out_dir) / f"{Path(path).stem}_{get_profile(profile)}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, ENV_VAR: get_profile(profile)}  # the kernel's environment
+    env.pop("MPLBACKEND", None)  # a non-interactive backend in the kernel would keep the figures out
+    started = [time.perf_counter()]
+
+    def save(cell: nbformat.NotebookNode, **_: object) -> None:
+        now = time.perf_counter()
+        cell.metadata["measure"] = {"seconds": round(now - started[0], 2)}
+        started[0] = now
+        out.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, record_timing=False,
+                            resources={"metadata": {"path": str(Path(path).parent)}}, on_cell_executed=save)
+    client.execute(env=env)
+    out.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+    raised = [i for i, cell in enumerate(nb.cells)
+              if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
+    return out, raised
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.notebooks", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,7 +218,24 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("paths", nargs="*", type=Path, help="notebooks (default: every notebook of the course)")
     p = sub.add_parser("execute")
     p.add_argument("paths", nargs="+", type=Path)
+    p = sub.add_parser("measure", help="run copies of notebooks in a profile; each copy is saved after every cell")
+    p.add_argument("--profile", required=True, help="smoke, cpu or gpu")
+    p.add_argument("--out", required=True, type=Path, help="the folder for the executed copies")
+    p.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "measure":
+        from helpers.profile import ProfileError
+
+        failed = False
+        for path in args.paths:
+            try:
+                out, raised = measure(path, args.out, args.profile)
+            except (NotebookError, ProfileError) as exc:
+                print(exc, file=sys.stderr)
+                return 1
+            failed = failed or bool(raised)
+            print(f"measured {relative(path)} → {out}" + (f"; cells that raised: {raised}" if raised else ""))
+        return 1 if failed else 0
     paths = args.paths or course_notebooks()
 
     if args.command == "validate":

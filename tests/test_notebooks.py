@@ -1,6 +1,7 @@
 """The notebooks' format: valid, with the Colab badge and set-up cell, clear messages when broken."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,30 @@ def test_stamp_adds_both_cells_once(tmp_path):
     assert nb.cells[1].source == setup_source()
     assert "remove-cell" in nb.cells[1].metadata.tags  # hidden in the book
     assert Path(path).read_text().count("colab-badge.svg") == 1
+
+
+def test_measure_runs_a_copy_in_the_profile_saves_each_cell_and_goes_on_after_an_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    nb = notebooks.nbformat.v4.new_notebook()
+    nb.cells = [notebooks.nbformat.v4.new_code_cell("import os\nprint(os.environ['COURSE_PROFILE'])"),
+                notebooks.nbformat.v4.new_code_cell("raise ValueError('a broken cell')"),
+                notebooks.nbformat.v4.new_code_cell("print('after the error')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "demo.ipynb"
+    source.write_text(notebooks.nbformat.writes(nb))
+    before = source.read_text()
+    out, raised = notebooks.measure(source, tmp_path / "runs", "smoke", timeout=120)
+    assert out == tmp_path / "runs" / "demo_smoke.ipynb" and raised == [1]
+    assert source.read_text() == before, "measure must not touch the notebook it runs"
+    cells = load(out).cells
+    assert cells[0].outputs[0]["text"] == "smoke\n"
+    assert cells[1].outputs[0]["ename"] == "ValueError"
+    assert cells[2].outputs[0]["text"] == "after the error\n"
+    assert all(c.metadata["measure"]["seconds"] >= 0 for c in cells)
+    assert "COURSE_PROFILE" not in os.environ, "the profile is the kernel's, not this process's"
+
+
+def test_measure_names_an_unknown_profile(tmp_path, capsys):
+    assert notebooks.main(["measure", "--profile", "tpu", "--out", str(tmp_path),
+                           str(REPO_ROOT / "solutions/lab0_warmup/lab0_warmup.ipynb")]) == 1
+    assert "is not a run profile" in capsys.readouterr().err
