@@ -259,6 +259,7 @@ def object_clicks(instance_maps: np.ndarray, mode: str = "farthest", seed: int =
     :func:`helpers.sam_training.sample_points`, with a generator seeded by ``seed``).
 
     Returns image_index (K,) int, targets (K, H, W) bool and points (K, 2) float as (x, y)."""
+    from helpers.sam_fit import all_objects
     from helpers.sam_training import farthest_points, sample_points
 
     maps = np.asarray(instance_maps)
@@ -266,19 +267,9 @@ def object_clicks(instance_maps: np.ndarray, mode: str = "farthest", seed: int =
         raise ValueError(f"instance_maps: expected (N, H, W) integer instance maps, got {maps.shape} {maps.dtype}")
     if mode not in ("farthest", "uniform"):
         raise ValueError(f"mode must be 'farthest' or 'uniform', got {mode!r}")
-    index, objects = [], []
-    for n, instance in enumerate(maps):
-        ids, counts = np.unique(instance[instance > 0], return_counts=True)
-        for k in ids[counts >= min_pixels]:
-            index.append(n)
-            objects.append(k)
-    if not index:
-        raise ValueError("instance_maps: no object (value > 0) with enough pixels")
-    index = np.asarray(index)
-    targets = maps[index] == np.asarray(objects)[:, None, None]
-    masks = torch.from_numpy(targets)
+    index, masks = all_objects(torch.from_numpy(maps.astype(np.int64)), min_pixels)  # the lab's object order
     if mode == "farthest":
         points = farthest_points(masks)
     else:
         points = sample_points(masks, torch.Generator().manual_seed(seed))
-    return index, targets, points.numpy().astype(float)
+    return index.numpy(), masks.numpy(), points.numpy().astype(float)
