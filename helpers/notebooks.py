@@ -163,6 +163,11 @@ def stamp(path: Path) -> bool:
     return False
 
 
+def write(path: Path, nb: nbformat.NotebookNode) -> None:
+    """Save a notebook as the course keeps them (nbformat's JSON and a final newline)."""
+    path.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+
+
 def execute(path: Path, timeout: int = 600) -> None:
     """Run a notebook top to bottom in its own folder with the current Python, and save its outputs."""
     from nbclient import NotebookClient
@@ -175,7 +180,7 @@ def execute(path: Path, timeout: int = 600) -> None:
     for cell in nb.cells:  # timestamps would change the file on every run
         cell.metadata.pop("execution", None)
     nb.metadata.pop("widgets", None)  # widget state makes the book load widget scripts from a CDN
-    path.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+    write(path, nb)
 
 
 def measure(path: Path, out_dir: Path, profile: str, timeout: int = 3600) -> tuple[Path, list[int]]:
@@ -189,22 +194,23 @@ def measure(path: Path, out_dir: Path, profile: str, timeout: int = 3600) -> tup
     from helpers.profile import ENV_VAR, get_profile  # imports torch: only where a notebook is run
 
     nb = load(path)
-    out = Path(out_dir) / f"{Path(path).stem}_{get_profile(profile)}.ipynb"
+    profile = get_profile(profile)
+    out = Path(out_dir) / f"{Path(path).stem}_{profile}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, ENV_VAR: get_profile(profile)}  # the kernel's environment
+    env = {**os.environ, ENV_VAR: profile}  # the kernel's environment
     env.pop("MPLBACKEND", None)  # a non-interactive backend in the kernel would keep the figures out
     started = [time.perf_counter()]
 
-    def save(cell: nbformat.NotebookNode, **_: object) -> None:
+    def after_cell(cell: nbformat.NotebookNode, **_: object) -> None:
         now = time.perf_counter()
         cell.metadata["measure"] = {"seconds": round(now - started[0], 2)}
         started[0] = now
-        out.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+        write(out, nb)
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, record_timing=False,
-                            resources={"metadata": {"path": str(Path(path).parent)}}, on_cell_executed=save)
+                            resources={"metadata": {"path": str(Path(path).parent)}}, on_cell_executed=after_cell)
     client.execute(env=env)
-    out.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+    write(out, nb)
     raised = [i for i, cell in enumerate(nb.cells)
               if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
     return out, raised
