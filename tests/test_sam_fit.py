@@ -5,6 +5,9 @@ automatic masks correctly."""
 from __future__ import annotations
 
 import functools
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import sam_fit, sam_training
+from helpers.paths import REPO_ROOT
 from helpers.sam import Sam, SamConfig
 from helpers.sam_engine import MaskSet
 
@@ -221,3 +225,20 @@ def test_train_sam_flips_each_scene_with_its_map():
         assert torch.equal(targets, shown.repeat_interleave(2, dim=0)), "a target does not match its scene"
         flips += int(shown[:, :, 20:].any(dim=(1, 2)).sum())  # objects moved to the right by a flip
     assert 0 < flips < 16
+
+
+@pytest.mark.slow
+def test_sam_recipe_script_repeats_exactly(tmp_path):
+    """scripts/sam_recipe.py (how the lab's settings were chosen) trains, evaluates and appends the same JSON line
+    twice for the same arguments."""
+    out = tmp_path / "results.jsonl"
+    command = [sys.executable, str(REPO_ROOT / "scripts" / "sam_recipe.py"), "--profile", "smoke", "--steps", "3",
+               "--images", "2", "--objects", "2", "--out", str(out)]
+    for _ in range(2):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    first, second = (json.loads(line) for line in out.read_text().splitlines())
+    assert first.pop("training_seconds") >= 0 and second.pop("training_seconds") >= 0
+    assert first == second
+    assert set(sam_fit.PROMPTS) <= set(first) and all(0 <= first[p] <= 1 for p in sam_fit.PROMPTS)
+    assert first["steps"] == 3 and first["objects"] == 2 and first["held_out_objects"] > 0
