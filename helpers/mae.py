@@ -253,17 +253,14 @@ def train_mae(model: MaskedAutoencoder, images: torch.Tensor, *, steps: int, bat
     device; bfloat16 autocast on CUDA. ``progress``: a tqdm bar, or a callback ``(step, loss)``.
     Returns the loss of every step."""
     from helpers.pretraining import cosine_lr
-    from helpers.training import autocast
+    from helpers.training import adamw, autocast
 
     if images.dim() != 4:
         raise ValueError(f"images: expected shape (N, 3, S, S), got {tuple(images.shape)}")
     device = next(model.parameters()).device
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     warmup = max(1, steps // 10) if warmup_steps is None else warmup_steps
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    optimiser = adamw(model, lr, weight_decay=weight_decay, betas=(0.9, 0.95))  # no decay on gains and biases
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
