@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as `python scripts/sam_recipe.py` from a checkout
+    sys.path.insert(0, str(REPO_ROOT))
 
 from helpers import sam_fit  # noqa: E402
 from helpers.paths import data_script  # noqa: E402
