@@ -119,7 +119,7 @@ def train_sam(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, *, ste
     minimises the mean over the rounds of ``loss_fn`` (:func:`session_loss`). With ``flip``, each drawn scene and its
     instance map are flipped left–right with probability 1/2 (the only augmentation).
 
-    AdamW (weight decay on matrices only), linear warm-up (default: a tenth of the steps) then cosine decay to lr/10,
+    AdamW (weight decay on matrices only), linear warm-up (default: a tenth of the steps) then cosine decay to 0,
     gradients clipped to ``grad_clip``, bfloat16 autocast on CUDA. All random draws come from ``generator`` (on the
     CPU), so a CPU run repeats exactly. ``progress``: a tqdm bar (True, or its description)."""
     if images.dim() != 4 or maps.shape != (images.shape[0], *images.shape[2:]):
@@ -201,6 +201,21 @@ class Evaluation:
         return {name: float(values.mean()) for name, values in self.ious.items()}
 
 
+def _prompt_rounds(model: nn.Module, embeddings: torch.Tensor, owner: torch.Tensor, masks: torch.Tensor,
+                   session_fn: SessionFn, batch_size: int):
+    """The protocol's prompts for K objects, ``batch_size`` at a time, given their scenes' embeddings: yields the
+    objects' targets (B, S, S), the 3-round session from the centre click and the box's logits (B, 3, 4e, 4e) with
+    their predicted IoUs (B, 3)."""
+    device = embeddings.device
+    for start in range(0, len(masks), batch_size):
+        index = slice(start, start + batch_size)
+        emb, targets = embeddings[owner[index].to(device)], masks[index].to(device)
+        with autocast(device):
+            session = session_fn(model, emb, targets, 3, first="point", point_mode="farthest")
+            box_logits, box_iou = model.decode(emb, boxes=sam_training.mask_to_box(targets), multimask_output=True)
+        yield targets, session, box_logits, box_iou
+
+
 @torch.no_grad()
 def evaluate_prompts(model: nn.Module, images: torch.Tensor, owner: torch.Tensor, masks: torch.Tensor, *,
                      session_fn: SessionFn = COURSE_SESSION,
@@ -214,20 +229,13 @@ def evaluate_prompts(model: nn.Module, images: torch.Tensor, owner: torch.Tensor
     - "box": the object's tight box, the mask with the highest predicted IoU of three.
 
     images (N, 3, S, S), owner (K,), masks (K, S, S). ``session_fn`` runs the clicks (``point_mode="farthest"``),
-    ``iou_fn`` scores logits (:func:`chosen_and_oracle_iou`)."""
+    ``iou_fn`` scores logits (:func:`chosen_and_oracle_iou`). :func:`prompt_masks` returns the masks themselves."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    embeddings = embed_images(model, images)
     ious: dict[str, list[torch.Tensor]] = {name: [] for name in PROMPTS}
     clicks = []
-    for start in range(0, len(masks), batch_size):
-        index = slice(start, start + batch_size)
-        emb, targets = embeddings[owner[index].to(device)], masks[index].to(device)
-        with autocast(device):
-            session = session_fn(model, emb, targets, 3, first="point", point_mode="farthest")
-            box = sam_training.mask_to_box(targets)
-            box_logits, box_iou = model.decode(emb, boxes=box, multimask_output=True)
+    for targets, session, box_logits, box_iou in _prompt_rounds(model, embed_images(model, images), owner, masks,
+                                                                session_fn, batch_size):
         chosen, oracle = iou_fn(session[0].logits, session[0].iou_predictions.float(), targets)
         ious["1 point"].append(chosen)
         ious["oracle, 1 point"].append(oracle)
@@ -237,6 +245,48 @@ def evaluate_prompts(model: nn.Module, images: torch.Tensor, owner: torch.Tensor
     model.train(was_training)
     return Evaluation({name: torch.cat(values).float().cpu().numpy() for name, values in ious.items()},
                       torch.cat(clicks).numpy())
+
+
+@dataclass
+class PromptMasks:
+    """What :func:`evaluate_prompts` scores, for a few objects: the mask (K, S, S) bool of each prompt of
+    :data:`PROMPTS`, and the clicks of the 3-point session, (K, 3, 2) (x, y) pixels with labels (K, 3)
+    (1 foreground, 0 background)."""
+
+    masks: dict[str, np.ndarray]
+    point_coords: np.ndarray
+    point_labels: np.ndarray
+
+
+@torch.no_grad()
+def prompt_masks(model: nn.Module, images: torch.Tensor, owner: torch.Tensor, masks: torch.Tensor, *,
+                 session_fn: SessionFn = COURSE_SESSION, batch_size: int = 64) -> PromptMasks:
+    """The masks behind :func:`evaluate_prompts`' IoUs, to look at: the same prompts for the K objects of ``owner``
+    (K,) and ``masks`` (K, S, S) in images (N, 3, S, S); only the scenes they are in are embedded. Each mask is the
+    low-resolution logits upsampled bilinearly to S × S and cut at 0: for the "1 point", "3 points" and "box"
+    prompts the one with the highest predicted IoU, for the oracle the one closest to the truth."""
+    was_training = model.training
+    model.eval()
+    scenes, local_owner = owner.unique(return_inverse=True)
+    embeddings = embed_images(model, images[scenes.to(images.device)])
+    found: dict[str, list[torch.Tensor]] = {name: [] for name in PROMPTS}
+    coords, labels = [], []
+    for targets, session, box_logits, box_iou in _prompt_rounds(model, embeddings, local_owner, masks, session_fn,
+                                                                batch_size):
+        full = {name: F.interpolate(logits.float(), targets.shape[-2:], mode="bilinear", align_corners=False) > 0
+                for name, logits in [("1 point", session[0].logits), ("3 points", session[2].logits),
+                                     ("box", box_logits)]}
+        rows = torch.arange(len(targets), device=targets.device)
+        found["1 point"].append(full["1 point"][rows, session[0].iou_predictions.argmax(dim=1)])
+        found["3 points"].append(full["3 points"][rows, session[2].iou_predictions.argmax(dim=1)])
+        found["box"].append(full["box"][rows, box_iou.argmax(dim=1)])
+        oracle = sam_training.mask_iou(full["1 point"], targets[:, None]).argmax(dim=1)
+        found["oracle, 1 point"].append(full["1 point"][rows, oracle])
+        coords.append(session[2].point_coords.cpu())
+        labels.append(session[2].point_labels.cpu())
+    model.train(was_training)
+    return PromptMasks({name: torch.cat(values).cpu().numpy() for name, values in found.items()},
+                       torch.cat(coords).numpy(), torch.cat(labels).numpy())
 
 
 # ----------------------------------------------------------------------------------------------------------------

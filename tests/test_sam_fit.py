@@ -156,6 +156,23 @@ def test_evaluate_prompts_follows_the_protocol(scenes):
     assert result.miou()["box"] == pytest.approx(float(box.mean()), abs=1e-6)
 
 
+def test_prompt_masks_are_the_masks_that_evaluate_prompts_scores(scenes):
+    images, maps = scenes
+    model = tiny_model(3)
+    owner, masks = sam_fit.all_objects(maps)
+    scores = sam_fit.evaluate_prompts(model, images, owner, masks, batch_size=3).ious
+    for chosen in (torch.arange(len(masks)), torch.tensor([len(masks) - 1, 0])):  # every object; two, out of order
+        shown = sam_fit.prompt_masks(model, images, owner[chosen], masks[chosen], batch_size=3)
+        assert shown.point_coords.shape == (len(chosen), 3, 2) and shown.point_labels.shape == (len(chosen), 3)
+        np.testing.assert_array_equal(shown.point_coords[:, 0], sam_training.farthest_points(masks[chosen]).numpy())
+        truth = masks[chosen].numpy()
+        for prompt in sam_fit.PROMPTS:
+            found = shown.masks[prompt]
+            assert found.shape == truth.shape and found.dtype == bool
+            iou = (found & truth).sum((1, 2)) / np.maximum((found | truth).sum((1, 2)), 1)
+            np.testing.assert_allclose(iou, scores[prompt][chosen.numpy()], atol=1e-6, err_msg=prompt)
+
+
 def test_masks_to_instance_map_lets_the_confident_mask_win():
     masks = torch.zeros(3, 4, 4, dtype=torch.bool)
     masks[0, :2] = True  # rows 0–1, score 0.5
