@@ -105,17 +105,22 @@ class SamLoss(NamedTuple):
 
 
 def sam_loss(logits: torch.Tensor, iou_predictions: torch.Tensor, targets: torch.Tensor,
-             iou_weight: float = 1.0) -> SamLoss:
+             iou_weight: float = 1.0, epsilon: float = 0.0) -> SamLoss:
     """SAM's loss for M masks per prompt. logits (B, M, H, W), iou_predictions (B, M), targets (B, H, W).
 
-    The mask loss counts only the mask with the lowest loss (min over M, §3 "Resolving ambiguity"); the IoU head
-    is trained on every mask (MSE, weight 1). Losses are averaged over the B prompts."""
+    The mask loss counts only the mask with the lowest loss (min over M, §3 "Resolving ambiguity"); with
+    ``epsilon`` > 0 it is the relaxed minimum (1 − ε) · min_k ℓ_k + ε · mean_k ℓ_k, which also trains the other masks
+    a little (Lab 3 uses ε = 0.1). The IoU head is trained on every mask (MSE, weight ``iou_weight``). Losses are
+    averaged over the B prompts."""
     if logits.dim() != 4 or targets.dim() != 3 or targets.shape != logits.shape[:1] + logits.shape[2:]:
         raise ValueError(f"expected logits (B, M, H, W) and targets (B, H, W), "
                          f"got {tuple(logits.shape)} and {tuple(targets.shape)}")
-    per_mask = mask_loss(logits, targets[:, None])  # (B, M)
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must lie in [0, 1], got {epsilon}")
+    per_mask = mask_loss(logits, targets[:, None])  # ℓ_k: (B, M)
     best = per_mask.detach().argmin(dim=1)
-    mask = per_mask.gather(1, best[:, None]).mean()
+    lowest = per_mask.gather(1, best[:, None])[:, 0]  # (B,)
+    mask = (lowest if epsilon == 0.0 else (1 - epsilon) * lowest + epsilon * per_mask.mean(dim=1)).mean()
     iou = iou_regression_loss(iou_predictions, logits, targets[:, None]).mean()
     return SamLoss(mask + iou_weight * iou, mask, iou, best)
 

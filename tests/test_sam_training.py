@@ -149,6 +149,23 @@ def test_sam_loss_backpropagates_the_best_mask_only():
         sam_loss(logits[0], iou_pred, targets)
 
 
+def test_sam_loss_relaxed_minimum_trains_every_mask_a_little():
+    g = torch.Generator().manual_seed(6)
+    targets = (torch.rand(3, 8, 8, generator=g) > 0.5).float()
+    logits = torch.randn(3, 3, 8, 8, generator=g, requires_grad=True)
+    iou_pred = torch.rand(3, 3, generator=g)
+    per_mask = mask_loss(logits.detach(), targets[:, None])  # ℓ_k: (B, M)
+    relaxed = sam_loss(logits, iou_pred, targets, epsilon=0.1)
+    expected = (0.9 * per_mask.min(1).values + 0.1 * per_mask.mean(1)).mean()
+    torch.testing.assert_close(relaxed.mask, expected)
+    torch.testing.assert_close(relaxed.iou, sam_loss(logits, iou_pred, targets).iou)
+    assert torch.equal(relaxed.best, per_mask.argmin(1))
+    relaxed.mask.backward()
+    assert (logits.grad.abs().flatten(2).sum(-1) > 0).all()  # every mask of every prompt gets a gradient
+    with pytest.raises(ValueError, match=r"epsilon must lie in \[0, 1\], got 1.5"):
+        sam_loss(logits, iou_pred, targets, epsilon=1.5)
+
+
 def _square_masks():
     masks = torch.zeros(2, 32, 40, dtype=torch.bool)
     masks[0, 5:15, 10:30] = True  # rows 5..14, columns 10..29
