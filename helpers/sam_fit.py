@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,7 +202,8 @@ class Evaluation:
 
 
 def _prompt_rounds(model: nn.Module, embeddings: torch.Tensor, owner: torch.Tensor, masks: torch.Tensor,
-                   session_fn: SessionFn, batch_size: int):
+                   session_fn: SessionFn, batch_size: int
+                   ) -> Iterator[tuple[torch.Tensor, list[Round], torch.Tensor, torch.Tensor]]:
     """The protocol's prompts for K objects, ``batch_size`` at a time, given their scenes' embeddings: yields the
     objects' targets (B, S, S), the 3-round session from the centre click and the box's logits (B, 3, 4e, 4e) with
     their predicted IoUs (B, 3)."""
