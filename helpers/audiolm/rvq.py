@@ -151,8 +151,8 @@ class ResidualVQ(nn.Module):
         if indices.dtype not in (torch.long, torch.int32) or ((indices < -1) | (indices >= self.codebook_size)).any():
             raise ValueError(f"expected integer code ids in [0, {self.codebook_size}) (or -1 for a dropped level), "
                              f"got {indices.dtype} values in [{int(indices.min())}, {int(indices.max())}]")
-        return torch.stack([torch.where(i[..., None] >= 0, layer.codebook[i.clamp(min=0)], 0.0)
-                            for layer, i in zip(self.layers, indices.long().unbind(-1), strict=False)  # the first q levels])
+        levels = zip(self.layers, indices.long().unbind(-1), strict=False)  # the first q levels
+        return torch.stack([torch.where(i[..., None] >= 0, layer.codebook[i.clamp(min=0)], 0.0) for layer, i in levels])
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """x̂ = Σ_q e_{i_q} from codes: (B, T, q ≤ Q) → (B, T, D). Fewer levels than Q give a coarser x̂."""
