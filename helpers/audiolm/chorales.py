@@ -1,0 +1,188 @@
+"""Bach chorales as audio: music21's corpus rendered to 16 kHz with pretty_midi's own synthesis, and a key finder.
+
+Each chorale (music21 ships 413 under ``bach``) is written to MIDI by music21 and synthesised by ``pretty_midi``
+(a sine wave per note, no system library; every part on one piano-like program), peak-normalised to 0.5, at
+music21's default tempo. Its *written* key is the first key in the score (music21's ``key.Key``: tonic and mode).
+Chorales, not clips, are split between training and held-out, with a seeded permutation, so no held-out chorale is
+heard in training. Arrays are cached in ``data/cache/audiolm/`` (helpers.paths.DATA_DIR).
+
+The key finder (Krumhansl & Kessler, 1982; the Krumhansl–Schmuckler algorithm) sums a chromagram over time into a
+pitch-class profile and picks, among the 24 major and minor keys, the one whose rotated key profile correlates best
+with it. Keys are numbered tonic pitch class + 12 · minor (0 = C major, 21 = A minor).
+
+    python data/audiolm/chorales.py --profile cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from helpers.deps import require
+from helpers.paths import DATA_DIR
+from helpers.profile import choose, get_profile
+
+VERSION = 1  # bump when rendering changes: cached files carry it in their name
+SAMPLE_RATE = 16000
+CACHE_DIR = DATA_DIR / "cache" / "audiolm"
+PEAK = 0.5
+PROFILE_SIZES = {"smoke": (8, 4), "cpu": (60, 12), "gpu": (360, 40)}  # chorales: (train, held-out)
+PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+# Krumhansl & Kessler's probe-tone ratings for C major and C minor (tonic first).
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def key_name(key: int) -> str:
+    """0 → 'C major', 21 → 'A minor'."""
+    return f"{PITCH_CLASSES[key % 12]} {'minor' if key >= 12 else 'major'}"
+
+
+def chorale_paths() -> list[Path]:
+    """music21's Bach chorales, sorted by name."""
+    music21 = require("music21", purpose="The chorale data")
+    return sorted(Path(p) for p in music21.corpus.getComposer("bach"))
+
+
+def written_key(score) -> int:
+    """The first key written in a music21 score, as tonic pitch class + 12 · minor (a bare key signature is read as
+    its major key)."""
+    key = require("music21", purpose="The chorale data").key
+    signature = next(iter(score.recurse().getElementsByClass(key.KeySignature)), None)
+    if signature is None:
+        raise ValueError("the score has no key signature")
+    k = signature if isinstance(signature, key.Key) else signature.asKey("major")
+    return k.tonic.pitchClass + (12 if k.mode == "minor" else 0)
+
+
+def analyzed_key(score) -> int:
+    """music21's own key estimate from the notes (``analyze('key')``, Krumhansl–Schmuckler on the score)."""
+    k = score.analyze("key")
+    return k.tonic.pitchClass + (12 if k.mode == "minor" else 0)
+
+
+def render(path: Path, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, int, int]:
+    """A chorale as float32 audio (N,) peak-normalised to 0.5, its written key and music21's analysed key."""
+    music21 = require("music21", purpose="The chorale data")
+    pretty_midi = require("pretty_midi", purpose="The chorale data")
+    score = music21.corpus.parse(str(path))
+    midi = music21.midi.translate.streamToMidiFile(score)
+    fd, name = tempfile.mkstemp(suffix=".mid")
+    os.close(fd)
+    try:
+        midi.open(name, "wb")
+        midi.write()
+        midi.close()
+        audio = pretty_midi.PrettyMIDI(name).synthesize(fs=sample_rate)
+    finally:
+        os.unlink(name)
+    audio = audio / max(np.abs(audio).max(), 1e-9) * PEAK
+    return audio.astype(np.float32), written_key(score), analyzed_key(score)
+
+
+def split(train: int, held_out: int, seed: int = 0) -> dict[str, list[Path]]:
+    """Disjoint sets of chorales: a seeded permutation's first ``held_out`` are held out, the next ``train`` train."""
+    paths = chorale_paths()
+    if train + held_out > len(paths):
+        raise ValueError(f"music21 ships {len(paths)} Bach chorales; asked for {train} + {held_out}")
+    order = np.random.default_rng(seed).permutation(len(paths))
+    return {"val": [paths[i] for i in order[:held_out]], "train": [paths[i] for i in order[held_out:held_out + train]]}
+
+
+def build(paths: list[Path], sample_rate: int = SAMPLE_RATE) -> dict[str, np.ndarray]:
+    """Render chorales into one array: audio (concatenated), offsets (n + 1,), keys (n,) as written, analyzed_keys
+    (n,) as music21 estimates them from the notes, names (n,)."""
+    pieces, keys, analyzed = zip(*(render(p, sample_rate) for p in paths), strict=True)
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
+    return {"audio": np.concatenate(pieces), "offsets": offsets, "keys": np.array(keys),
+            "analyzed_keys": np.array(analyzed),
+            "names": np.array([p.stem for p in paths]), "sample_rate": np.array(sample_rate)}
+
+
+def load(split_name: str, profile: str | None = None, seed: int = 0, cache_dir: Path = CACHE_DIR
+         ) -> dict[str, np.ndarray]:
+    """The chorales of ``split_name`` ('train' or 'val') for a run profile, rendered once and cached."""
+    if split_name not in ("train", "val"):
+        raise ValueError(f"expected split 'train' or 'val', got {split_name!r}")
+    train, held_out = PROFILE_SIZES[get_profile(profile)]
+    path = Path(cache_dir) / f"chorales_{split_name}_{train}+{held_out}_seed{seed}_{SAMPLE_RATE}hz_v{VERSION}.npz"
+    if not path.exists():
+        data = build(split(train, held_out, seed)[split_name])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **data)
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def clips(data: dict[str, np.ndarray], seconds: float, hop_seconds: float | None = None
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut every chorale into clips of ``seconds`` (every ``hop_seconds``, default no overlap) →
+    (clips (n, S) float32, their chorale's key (n,), their chorale's index (n,))."""
+    sr = int(data["sample_rate"])
+    size, hop = int(seconds * sr), int((hop_seconds or seconds) * sr)
+    out, keys, owners = [], [], []
+    for i, (a, b) in enumerate(zip(data["offsets"][:-1], data["offsets"][1:], strict=True)):
+        for start in range(a, b - size + 1, hop):
+            out.append(data["audio"][start:start + size])
+            keys.append(data["keys"][i])
+            owners.append(i)
+    return np.stack(out), np.array(keys), np.array(owners)
+
+
+def chroma(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, n_fft: int = 4096, hop: int = 2048,
+           fmin: float = 60.0, fmax: float = 2000.0) -> np.ndarray:
+    """Pitch-class energy of audio (..., N) → (..., 12): STFT power summed over time, each bin in [fmin, fmax]
+    added to the pitch class of its frequency (12 log2(f / 440) + 69, mod 12)."""
+    audio = np.asarray(audio, dtype=np.float64)
+    if audio.shape[-1] < n_fft:
+        raise ValueError(f"expected at least {n_fft} samples, got {audio.shape[-1]}")
+    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft, axis=-1)[..., ::hop, :]
+    power = (np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2).sum(-2)  # (..., F)
+    freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
+    used = (freqs >= fmin) & (freqs <= fmax)
+    classes = np.round(12 * np.log2(freqs[used] / 440.0) + 69).astype(int) % 12
+    out = np.zeros((*power.shape[:-1], 12))
+    for c in range(12):
+        out[..., c] = power[..., used][..., classes == c].sum(-1)
+    return out
+
+
+def key_profiles() -> np.ndarray:
+    """(24, 12): the major profile rotated to each tonic (keys 0–11), then the minor one (12–23)."""
+    return np.stack([np.roll(p, t) for p in (MAJOR_PROFILE, MINOR_PROFILE) for t in range(12)])
+
+
+def find_key(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The key (tonic + 12 · minor) whose profile correlates best with the audio's chroma: (..., N) → (...,)."""
+    c = chroma(audio, sample_rate)
+    c = (c - c.mean(-1, keepdims=True)) / (c.std(-1, keepdims=True) + 1e-12)
+    p = key_profiles()
+    p = (p - p.mean(-1, keepdims=True)) / p.std(-1, keepdims=True)
+    return (c @ p.T).argmax(-1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Render the Bach chorales of a run profile to data/cache/audiolm/.")
+    parser.add_argument("--profile", choices=sorted(PROFILE_SIZES), default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    profile = choose(smoke="smoke", cpu="cpu", gpu="gpu", profile=args.profile)
+    start = time.perf_counter()
+    for name in ("train", "val"):
+        data = load(name, profile, args.seed)
+        seconds = len(data["audio"]) / int(data["sample_rate"])
+        bounds = zip(data["offsets"][:-1], data["offsets"][1:], strict=True)
+        found = np.array([find_key(data["audio"][a:b]) for a, b in bounds])
+        print(f"{name}: {len(data['keys'])} chorales, {seconds / 60:.1f} min of audio; the key finder agrees with "
+              f"the written key on {np.mean(found == data['keys']):.0%}, with music21's analysis on "
+              f"{np.mean(found == data['analyzed_keys']):.0%}")
+    print(f"{time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
