@@ -49,8 +49,9 @@ def log_mel(audio: torch.Tensor, config: SemanticConfig) -> torch.Tensor:
 def span_mask(batch: int, frames: int, prob: float, span: int, generator: torch.Generator | None = None
               ) -> torch.Tensor:
     """(B, T) bool: each frame starts a masked span of ``span`` frames with probability ``prob`` (spans may overlap)."""
-    starts = torch.rand(batch, frames, generator=generator) < prob
-    return F.max_pool1d(starts.float()[:, None], span, stride=1, padding=span - 1)[:, 0, span - 1:].bool()
+    starts = (torch.rand(batch, frames, generator=generator) < prob).float()
+    covered = F.max_pool1d(F.pad(starts[:, None], (span - 1, 0)), span, stride=1)  # a start in the last span frames
+    return covered[:, 0].bool()
 
 
 class MaskedPredictor(nn.Module):

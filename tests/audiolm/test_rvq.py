@@ -92,7 +92,7 @@ def test_quantizer_dropout_uses_a_prefix_of_levels_and_decoding_fewer_levels_is_
     rvq.eval()
     codes = rvq(x)[1]
     errors = [(rvq.decode(codes[..., :n]) - x).pow(2).mean() for n in range(1, 5)]
-    assert all(a > b for a, b in zip(errors, errors[1:]))
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False))
 
 
 def test_bitrate():
