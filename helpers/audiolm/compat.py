@@ -4,7 +4,7 @@
 ``fairseq``, ``torchaudio`` and ``wandb``, and every Semantic/Coarse/Fine transformer constructor asks the model hub
 for the ``google/t5-v1_1-base`` config (to size text conditioning, even when none is used). The recipe:
 
-1. ``python -m helpers.audiolm.compat install`` (the Makefile runs it; on Colab a notebook cell does) installs
+1. ``python -m helpers.audiolm install`` (the Makefile runs it; on Colab a notebook cell does) installs
    :data:`NO_DEPS_PACKAGES` with ``--no-deps``; their pure-Python dependencies are the course's own (pyproject.toml).
 2. :func:`install` (``import helpers.audiolm`` calls it) registers, only for packages that are *not* installed:
 
@@ -165,8 +165,3 @@ def install_packages() -> None:
     """``pip install --no-deps`` the reference packages whose declared dependencies cannot be installed."""
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *NO_DEPS_PACKAGES], check=True)
 
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["install"]:
-        sys.exit("usage: python -m helpers.audiolm.compat install")
-    install_packages()
