@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.deps import require
+from helpers.course.deps import require
 from helpers.paths import DATA_DIR
 from helpers.profile import choose, get_profile
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers.audiolm.tokens import TokenLayout
-from helpers.llama import KVCache, Llama, LlamaConfig, sample_next
+from helpers.llama.model import KVCache, Llama, LlamaConfig, sample_next
 
 
 def stage_model(layout: TokenLayout, dim: int, layers: int, heads: int, context: int) -> Llama:
