@@ -17,8 +17,9 @@ RUN := env -u MPLBACKEND PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFL
 	JUPYTER_PLATFORM_DIRS=1 PYDEVD_DISABLE_FILE_VALIDATION=1
 
 NBVAL := --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
-# Tests only: a stand-in for the four torchvision functions segment_anything imports, used only where no torchvision
-# is installed (this machine has no CPU build of it). The product never imports it (tests/shims/README.md).
+# Tests only: stand-ins for the four torchvision functions segment_anything imports and the torchaudio parts
+# audiolm_pytorch touches, used only where none is installed (no CPU build of either here). The product never
+# imports them (tests/shims/README.md).
 TEST_ENV := PYTHONPATH="$(CURDIR):$(CURDIR)/tests/shims"
 SUBMISSIONS ?= submissions
 LAB ?= lab0_warmup

@@ -1,4 +1,5 @@
-"""Shared set-up: no test reaches a model hub, plots render off-screen, segment_anything finds a torchvision."""
+"""Shared set-up: no test reaches a model hub, plots render off-screen, segment_anything finds a torchvision and
+audiolm_pytorch a torchaudio."""
 
 import importlib.util
 import os
@@ -15,12 +16,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # No CPU torchvision installs here, and segment_anything imports four of its functions. Where none is installed,
 # a test-only stand-in answers those imports (tests/shims/_torchvision), in this process and, through PYTHONPATH
 # and tests/shims/sitecustomize.py, in every Python the tests start (notebook kernels included).
+# The same holds for torchaudio, which audiolm_pytorch imports (tests/shims/_torchaudio).
 SHIMS = Path(__file__).resolve().parent / "shims"
-if importlib.util.find_spec("torchvision") is None:
+if importlib.util.find_spec("torchvision") is None or importlib.util.find_spec("torchaudio") is None:
     sys.path.append(str(SHIMS))
+    import _torchaudio
     import _torchvision
 
     _torchvision.install()
+    _torchaudio.install()
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SHIMS), os.environ.get("PYTHONPATH")) if p)
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.audiolm.compat import require_audiolm_pytorch
 from helpers.audiolm.rvq import ResidualVQ, copy_to_reference, rvq_from_reference
 from helpers.audiolm.weights import copy_in_order
 
@@ -215,9 +216,7 @@ def soundstream_kwargs(config: CodecConfig) -> dict:
 def codec_to_reference(codec: Codec, **kwargs) -> audiolm_pytorch.SoundStream:
     """An ``audiolm_pytorch.SoundStream`` with this codec's encoder, codebooks and decoder (its discriminators are
     freshly initialised; ``kwargs`` go to its constructor)."""
-    from audiolm_pytorch import SoundStream
-
-    soundstream = SoundStream(**soundstream_kwargs(codec.config) | kwargs)
+    soundstream = require_audiolm_pytorch().SoundStream(**soundstream_kwargs(codec.config) | kwargs)
     copy_in_order(codec.encoder, soundstream.encoder)
     copy_in_order(codec.decoder, soundstream.decoder)
     copy_to_reference(codec.rvq, soundstream.rq.rvqs[0])
