@@ -1,8 +1,10 @@
 """Bach chorales as audio: music21's corpus rendered to 16 kHz with pretty_midi's own synthesis, and a key finder.
 
 Each chorale (music21 ships 413 under ``bach``) is written to MIDI by music21 and synthesised by ``pretty_midi``
-(a sine wave per note, no system library; every part on one piano-like program), peak-normalised to 0.5, at
-music21's default tempo. Its *written* key is the first key in the score (music21's ``key.Key``: tonic and mode).
+(no system library), peak-normalised to 0.5, at music21's default tempo, in one of three timbres (:data:`TIMBRES`:
+the amplitudes of a note's harmonics), so that the data has a *sound* besides its notes (AudioLM's acoustic tokens
+carry the sound, its semantic tokens the content). Its *written* key is the first key in the score (music21's
+``key.Key``: tonic and mode), and its notes are kept as a pitch-class roll at 25 frames a second.
 Chorales, not clips, are split between training and held-out, with a seeded permutation, so no held-out chorale is
 heard in training. Arrays are cached in ``data/cache/audiolm/`` (helpers.paths.DATA_DIR).
 
@@ -27,8 +29,12 @@ from helpers.course.deps import require
 from helpers.paths import DATA_DIR
 from helpers.profile import choose, get_profile
 
-VERSION = 1  # bump when rendering changes: cached files carry it in their name
+VERSION = 2  # bump when rendering changes: cached files carry it in their name
 SAMPLE_RATE = 16000
+ROLL_RATE = 25  # frames a second of the pitch-class roll (AudioLM's semantic rate)
+# name → amplitudes of harmonics 1, 2, 3, …: nearly a sine, odd harmonics only, every harmonic at 1/k
+TIMBRES = {"flute": (1.0, 0.12, 0.04), "clarinet": (1.0, 0.0, 0.4, 0.0, 0.25, 0.0, 0.12),
+           "organ": (1.0, 0.5, 0.33, 0.25, 0.2, 0.17)}
 CACHE_DIR = DATA_DIR / "cache" / "audiolm"
 PEAK = 0.5
 PROFILE_SIZES = {"smoke": (8, 4), "cpu": (60, 12), "gpu": (360, 40)}  # chorales: (train, held-out)
@@ -66,8 +72,22 @@ def analyzed_key(score) -> int:
     return k.tonic.pitchClass + (12 if k.mode == "minor" else 0)
 
 
-def render(path: Path, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, int, int]:
-    """A chorale as float32 audio (N,) peak-normalised to 0.5, its written key and music21's analysed key."""
+def timbre_wave(timbre: str):
+    """The periodic waveform of a timbre: phase → Σ_k a_k sin(k · phase) (a function pretty_midi can play)."""
+    if timbre not in TIMBRES:
+        raise ValueError(f"expected a timbre among {sorted(TIMBRES)}, got {timbre!r}")
+    amplitudes = TIMBRES[timbre]
+
+    def wave(phase: np.ndarray) -> np.ndarray:
+        return sum(a * np.sin((k + 1) * phase) for k, a in enumerate(amplitudes) if a)
+
+    return wave
+
+
+def render(path: Path, timbre: str = "flute", sample_rate: int = SAMPLE_RATE
+           ) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """A chorale as float32 audio (N,) peak-normalised to 0.5, its written key, music21's analysed key, and its
+    pitch-class roll (N // (sample_rate / 25), 12) bool: frame t says which pitch classes sound at t / 25 s."""
     music21 = require("music21", purpose="The chorale data")
     pretty_midi = require("pretty_midi", purpose="The chorale data")
     score = music21.corpus.parse(str(path))
@@ -78,11 +98,15 @@ def render(path: Path, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, int,
         midi.open(name, "wb")
         midi.write()
         midi.close()
-        audio = pretty_midi.PrettyMIDI(name).synthesize(fs=sample_rate)
+        performance = pretty_midi.PrettyMIDI(name)
     finally:
         os.unlink(name)
+    audio = performance.synthesize(fs=sample_rate, wave=timbre_wave(timbre))
     audio = audio / max(np.abs(audio).max(), 1e-9) * PEAK
-    return audio.astype(np.float32), written_key(score), analyzed_key(score)
+    frames = len(audio) * ROLL_RATE // sample_rate
+    roll = performance.get_chroma(fs=ROLL_RATE).T[:frames] > 0  # (T, 12)
+    roll = np.concatenate([roll, np.zeros((frames - len(roll), 12), dtype=bool)])
+    return audio.astype(np.float32), written_key(score), analyzed_key(score), roll
 
 
 def split(train: int, held_out: int, seed: int = 0) -> dict[str, list[Path]]:
@@ -96,11 +120,15 @@ def split(train: int, held_out: int, seed: int = 0) -> dict[str, list[Path]]:
 
 def build(paths: list[Path], sample_rate: int = SAMPLE_RATE) -> dict[str, np.ndarray]:
     """Render chorales into one array: audio (concatenated), offsets (n + 1,), keys (n,) as written, analyzed_keys
-    (n,) as music21 estimates them from the notes, names (n,)."""
-    pieces, keys, analyzed = zip(*(render(p, sample_rate) for p in paths), strict=True)
-    offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
-    return {"audio": np.concatenate(pieces), "offsets": offsets, "keys": np.array(keys),
-            "analyzed_keys": np.array(analyzed),
+    (n,) as music21 estimates them from the notes, timbres (n,) (indices into :data:`TIMBRES`, chorale i gets
+    timbre i mod 3), rolls (concatenated pitch-class rolls, (Σ T_i, 12)), roll_offsets (n + 1,), names (n,)."""
+    names = list(TIMBRES)
+    timbres = [i % len(names) for i in range(len(paths))]
+    pieces, keys, analyzed, rolls = zip(*(render(p, names[t], sample_rate) for p, t in zip(paths, timbres,
+                                                                                           strict=True)), strict=True)
+    return {"audio": np.concatenate(pieces), "offsets": np.concatenate([[0], np.cumsum([len(p) for p in pieces])]),
+            "keys": np.array(keys), "analyzed_keys": np.array(analyzed), "timbres": np.array(timbres),
+            "rolls": np.concatenate(rolls), "roll_offsets": np.concatenate([[0], np.cumsum([len(r) for r in rolls])]),
             "names": np.array([p.stem for p in paths]), "sample_rate": np.array(sample_rate)}
 
 
@@ -157,13 +185,29 @@ def key_profiles() -> np.ndarray:
     return np.stack([np.roll(p, t) for p in (MAJOR_PROFILE, MINOR_PROFILE) for t in range(12)])
 
 
-def find_key(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The key (tonic + 12 · minor) whose profile correlates best with the audio's chroma: (..., N) → (...,)."""
+def key_scores(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """How well each of the 24 keys fits the audio: the correlation of its chroma with each rotated key profile,
+    (..., N) → (..., 24), in [−1, 1]."""
     c = chroma(audio, sample_rate)
     c = (c - c.mean(-1, keepdims=True)) / (c.std(-1, keepdims=True) + 1e-12)
     p = key_profiles()
     p = (p - p.mean(-1, keepdims=True)) / p.std(-1, keepdims=True)
-    return (c @ p.T).argmax(-1)
+    return c @ p.T / 12
+
+
+def find_key(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The key (tonic + 12 · minor) whose profile correlates best with the audio's chroma: (..., N) → (...,)."""
+    return key_scores(audio, sample_rate).argmax(-1)
+
+
+def stays_in_key(prompt: np.ndarray, continuation: np.ndarray, top: int = 3, sample_rate: int = SAMPLE_RATE
+                 ) -> np.ndarray:
+    """Whether each continuation keeps its prompt's key: the key found on the prompt (..., N) is among the ``top``
+    best-fitting keys of the continuation (..., M) (``top`` > 1 forgives the finder's confusions between a key and
+    its relative or dominant on a few seconds of music). → (...,) bool."""
+    key = find_key(prompt, sample_rate)
+    best = np.argsort(-key_scores(continuation, sample_rate), axis=-1)[..., :top]
+    return (best == np.asarray(key)[..., None]).any(-1)
 
 
 def main(argv: list[str] | None = None) -> None:
