@@ -162,22 +162,26 @@ def clips(data: dict[str, np.ndarray], seconds: float, hop_seconds: float | None
     return np.stack(out), np.array(keys), np.array(owners)
 
 
-def chroma(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, n_fft: int = 4096, hop: int = 2048,
-           fmin: float = 60.0, fmax: float = 2000.0) -> np.ndarray:
-    """Pitch-class energy of audio (..., N) → (..., 12): STFT power summed over time, each bin in [fmin, fmax]
-    added to the pitch class of its frequency (12 log2(f / 440) + 69, mod 12)."""
+def chroma_frames(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, n_fft: int = 4096, hop: int = 2048,
+                  fmin: float = 60.0, fmax: float = 2000.0) -> np.ndarray:
+    """Pitch-class energy frame by frame: audio (..., N) → (..., T, 12), T = (N − n_fft) // hop + 1; frame t covers
+    samples [t · hop, t · hop + n_fft). Each STFT bin in [fmin, fmax] adds its power to the pitch class of its
+    frequency (12 log2(f / 440) + 69, mod 12)."""
     audio = np.asarray(audio, dtype=np.float64)
     if audio.shape[-1] < n_fft:
         raise ValueError(f"expected at least {n_fft} samples, got {audio.shape[-1]}")
     frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft, axis=-1)[..., ::hop, :]
-    power = (np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2).sum(-2)  # (..., F)
+    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2  # (..., T, F)
     freqs = np.fft.rfftfreq(n_fft, 1 / sample_rate)
     used = (freqs >= fmin) & (freqs <= fmax)
     classes = np.round(12 * np.log2(freqs[used] / 440.0) + 69).astype(int) % 12
-    out = np.zeros((*power.shape[:-1], 12))
-    for c in range(12):
-        out[..., c] = power[..., used][..., classes == c].sum(-1)
-    return out
+    return power[..., used] @ np.eye(12)[classes]
+
+
+def chroma(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, n_fft: int = 4096, hop: int = 2048,
+           fmin: float = 60.0, fmax: float = 2000.0) -> np.ndarray:
+    """Pitch-class energy of audio (..., N) → (..., 12): :func:`chroma_frames` summed over time."""
+    return chroma_frames(audio, sample_rate, n_fft, hop, fmin, fmax).sum(-2)
 
 
 def key_profiles() -> np.ndarray:

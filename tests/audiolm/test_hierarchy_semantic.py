@@ -67,7 +67,7 @@ def test_standardizer_equals_sklearn():
 
 def test_masked_prediction_learns_and_tokenizes():
     torch.manual_seed(0)
-    config = SemanticConfig(n_mels=16, dim=32, layers=2, heads=2, targets=8, n_fft=256, hop=128)
+    config = SemanticConfig(features="log_mel", n_mels=16, dim=32, layers=2, heads=2, targets=8, n_fft=256, hop=128)
     model = MaskedPredictor(config)
     audio = torch.randn(4, 128 * 40) * 0.1
     features = log_mel(audio, config)
