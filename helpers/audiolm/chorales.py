@@ -147,19 +147,26 @@ def load(split_name: str, profile: str | None = None, seed: int = 0, cache_dir: 
         return {k: f[k] for k in f.files}
 
 
-def clips(data: dict[str, np.ndarray], seconds: float, hop_seconds: float | None = None
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut every chorale into clips of ``seconds`` (every ``hop_seconds``, default no overlap) →
-    (clips (n, S) float32, their chorale's key (n,), their chorale's index (n,))."""
+def clips(data: dict[str, np.ndarray], seconds: float, hop_seconds: float | None = None) -> dict[str, np.ndarray]:
+    """Cut every chorale into clips of ``seconds`` (every ``hop_seconds``, default no overlap; seconds × 25 must be
+    whole) → audio (n, S) float32, rolls (n, seconds × 25, 12) bool, and per clip its chorale's key, timbre and
+    index (``owner``), and its start in the chorale in seconds."""
     sr = int(data["sample_rate"])
+    frames = round(seconds * ROLL_RATE)
+    if abs(frames - seconds * ROLL_RATE) > 1e-9:
+        raise ValueError(f"expected clips of a whole number of 1/{ROLL_RATE} s frames, got {seconds} s")
     size, hop = int(seconds * sr), int((hop_seconds or seconds) * sr)
-    out, keys, owners = [], [], []
+    out: dict[str, list] = {"audio": [], "rolls": [], "keys": [], "timbres": [], "owners": [], "starts": []}
     for i, (a, b) in enumerate(zip(data["offsets"][:-1], data["offsets"][1:], strict=True)):
         for start in range(a, b - size + 1, hop):
-            out.append(data["audio"][start:start + size])
-            keys.append(data["keys"][i])
-            owners.append(i)
-    return np.stack(out), np.array(keys), np.array(owners)
+            first = data["roll_offsets"][i] + (start - a) * ROLL_RATE // sr
+            out["audio"].append(data["audio"][start:start + size])
+            out["rolls"].append(data["rolls"][first:first + frames])
+            out["keys"].append(data["keys"][i])
+            out["timbres"].append(data["timbres"][i])
+            out["owners"].append(i)
+            out["starts"].append((start - a) / sr)
+    return {k: np.stack(v) if k in ("audio", "rolls") else np.array(v) for k, v in out.items()}
 
 
 def chroma_frames(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, n_fft: int = 4096, hop: int = 2048,
