@@ -83,6 +83,7 @@ class Hierarchy:
     fine: Llama
     layout: TokenLayout
     frames_per_semantic: int = 1  # r = T / T_s
+    fine_window: int | None = None  # frames per fine-stage chunk (AudioLM: 3 s); None: the whole clip at once
 
     def sample_semantic(self, frames: int, prompt: torch.Tensor | None = None, batch: int = 1,
                         **sampling) -> torch.Tensor:
@@ -104,16 +105,25 @@ class Hierarchy:
         return torch.cat([prompt, lay.codes_from_ids(new, 0, q)], dim=1)
 
     def sample_fine(self, coarse: torch.Tensor, prompt: torch.Tensor | None = None, **sampling) -> torch.Tensor:
-        """Fine codes (B, T, Q − Q′) given all coarse codes (B, T, Q′) and the prompt's fine codes (B, t, Q − Q′)."""
+        """Fine codes (B, T, Q − Q′) given all coarse codes (B, T, Q′) and the prompt's fine codes (B, t, Q − Q′).
+
+        With ``fine_window`` = W the frames are cut into chunks of W, each sampled from its own coarse codes only
+        (AudioLM's fine stage works on 3-second chunks: fine detail is local), the prompt's frames kept."""
         lay = self.layout
         first, q = lay.coarse_quantizers, lay.num_quantizers - lay.coarse_quantizers
         prompt = coarse.new_zeros(coarse.shape[0], 0, q) if prompt is None else prompt
         if q == 0:
             return prompt
-        start = prompt.shape[1] * q
-        new = generate(self.fine, lay.fine_sequence(coarse, prompt), (coarse.shape[1] - prompt.shape[1]) * q,
-                       lambda i: lay.allowed(start + i, first, q), **sampling)
-        return torch.cat([prompt, lay.codes_from_ids(new, first, q)], dim=1)
+        window = self.fine_window or coarse.shape[1]
+        chunks = []
+        for start in range(0, coarse.shape[1], window):
+            chunk = coarse[:, start:start + window]
+            known = prompt[:, start:start + window]  # the prompt's fine codes in this chunk, if any
+            offset = known.shape[1] * q
+            new = generate(self.fine, lay.fine_sequence(chunk, known), (chunk.shape[1] - known.shape[1]) * q,
+                           lambda i, offset=offset: lay.allowed(offset + i, first, q), **sampling)
+            chunks.append(torch.cat([known, lay.codes_from_ids(new, first, q)], dim=1))
+        return torch.cat(chunks, dim=1)
 
     def acoustic(self, semantic: torch.Tensor, prompt_codes: torch.Tensor | None = None, **sampling) -> torch.Tensor:
         """Acoustic generation: all Q levels of codes (B, r · T_s, Q) for given semantic tokens (B, T_s)."""

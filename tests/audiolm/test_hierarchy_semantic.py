@@ -95,3 +95,13 @@ def test_key_finder_on_synthetic_triads():
         audio = sum(np.sin(2 * np.pi * 440 * 2 ** ((60 + n - 69) / 12) * t) for n in notes)
         assert chorales.find_key(audio, sr) == tonic + 12 * minor
     assert chorales.key_name(21) == "A minor"
+
+
+def test_fine_windows_sample_each_chunk_from_its_own_coarse_codes(hierarchy):
+    windowed = Hierarchy(hierarchy.semantic, hierarchy.coarse, hierarchy.fine, LAYOUT, 2, fine_window=3)
+    coarse, prompt = torch.randint(0, 8, (2, 7, 1)), torch.randint(0, 8, (2, 4, 2))
+    fine = windowed.sample_fine(coarse, prompt, temperature=0.0)
+    assert fine.shape == (2, 7, 2) and torch.equal(fine[:, :4], prompt)
+    # the last chunk (frames 6…) depends on its own coarse codes only
+    alone = windowed.sample_fine(coarse[:, 6:], temperature=0.0)
+    assert torch.equal(fine[:, 6:], alone)
