@@ -133,6 +133,23 @@ class Codec(nn.Module):
             *(DecoderBlock(b, a, s, c.dilations) for a, b, s in reversed(pairs)),
             CausalConv1d(c.channels, 1, 7))
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest input the convolutions can take: a reflected padding of p samples needs more than p samples
+        at its layer's resolution (whole frames)."""
+        need, jump = 1, 1
+        for module in self.encoder.modules():
+            if isinstance(module, CausalConv1d):
+                d, k, s = module.dilation[0], module.kernel_size[0], module.stride[0]
+                need = max(need, (d * (k - 1) + 2 - s) * jump)
+                jump *= s
+        for module in self.decoder.modules():
+            if isinstance(module, CausalConvTranspose1d):
+                jump //= module.stride[0]
+            elif isinstance(module, CausalConv1d):
+                need = max(need, (module.dilation[0] * (module.kernel_size[0] - 1) + 1) * jump)
+        return -(-need // self.config.hop) * self.config.hop
+
     def whole_frames(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """Check audio (B, N) and the sample rate; cut to whole frames (B, T · H), as SoundStream does."""
         if sample_rate is not None and sample_rate != self.config.sample_rate:
@@ -140,8 +157,9 @@ class Codec(nn.Module):
         if audio.ndim != 2:
             raise ValueError(f"expected audio of shape (batch, samples), got {tuple(audio.shape)}")
         hop = self.config.hop
-        if audio.shape[-1] < hop:
-            raise ValueError(f"expected at least one frame of {hop} samples, got {audio.shape[-1]} samples")
+        if audio.shape[-1] < self.min_samples:
+            raise ValueError(f"expected at least {self.min_samples} samples ({self.min_samples // hop} frames: the "
+                             f"causal convolutions' reflected padding needs them), got {audio.shape[-1]} samples")
         return audio[:, : audio.shape[-1] // hop * hop]  # whole frames only, as SoundStream cuts them
 
     def encode(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ Shapes: B batch, N samples, T frames, M mel bands, d model width, K clusters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -185,12 +186,13 @@ class SemanticTokenizer(nn.Module):
 
 @torch.no_grad()
 def fit_tokenizer(encoder: MaskedPredictor, audio: torch.Tensor, layer: int, clusters: int, iters: int = 50,
-                  generator: torch.Generator | None = None) -> SemanticTokenizer:
-    """Standardise layer ``layer``'s embeddings of audio (B, N) and run Lloyd's k-means from ``clusters`` of them."""
+                  generator: torch.Generator | None = None, lloyd: Callable = kmeans.lloyd) -> SemanticTokenizer:
+    """Standardise layer ``layer``'s embeddings of audio (B, N) and run Lloyd's k-means from ``clusters`` of them
+    (``lloyd(x, initial_centroids, iters) → (centroids, counts)``: the course's, or yours)."""
     encoder.eval()
     hidden = encoder.hidden_states(frame_features(audio, encoder.config))[layer]
     flat = hidden.reshape(-1, hidden.shape[-1])
     standardizer = Standardizer(flat.shape[-1]).fit(flat)
     x = standardizer(flat)
-    centroids, _ = kmeans.lloyd(x, kmeans.sample_rows(x, clusters, generator), iters)
+    centroids, _ = lloyd(x, kmeans.sample_rows(x, clusters, generator), iters)
     return SemanticTokenizer(encoder, layer, centroids, standardizer)

@@ -84,3 +84,16 @@ def test_bad_input_gets_one_sentence():
         codec.tokenize(torch.zeros(1, 40), sample_rate=24000)
     with pytest.raises(ValueError, match=r"code ids in \[0, 8\)"):
         codec.decode(torch.full((1, 3, 2), 8))
+    default = Codec(CodecConfig())
+    with pytest.raises(ValueError, match=r"expected at least 2240 samples \(7 frames: the causal convolutions' "
+                                         r"reflected padding needs them\), got 1000 samples"):
+        default.tokenize(torch.zeros(1, 1000))
+
+
+def test_min_samples_is_enough_for_every_layer():
+    for strides in [(2, 4, 5, 8), (3, 3), (4,)]:
+        config = CodecConfig(channels=2, strides=strides, channel_mults=tuple(2 ** i for i in range(len(strides))),
+                             codebook_dim=4, codebook_size=8, num_quantizers=2, kmeans_init=False)
+        codec = Codec(config).eval()
+        codes = codec.tokenize(torch.randn(1, codec.min_samples))
+        assert codec.decode(codes).shape == (1, codec.min_samples)
