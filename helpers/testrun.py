@@ -1,0 +1,254 @@
+"""The trusted test runner: runs one submission's tests inside the sandbox and reports each outcome, signed.
+
+    python -I -m helpers.testrun < job.json     (helpers.grading starts it; a teacher never does)
+
+The job (JSON on standard input, read once, then closed) holds a one-time key and the program: the lab's set-up
+cells, each student cell to load (helpers.restricted: definitions only, guarded) and the lab's test cells with
+their hidden tests, in the notebook's order. The tests come from the lab, never from the student's notebook, and
+exist only in this process's memory: nothing of them is on the sandbox's disk.
+
+Before any of it runs, the runner drops root (to the job's ``uid``), sets its limits (memory, CPU time, processes,
+file size) and installs the audit hook. It writes one record per line to its standard output, each signed with
+the key (an HMAC): the grader ignores a line it cannot verify, so code that manages to write to that stream
+cannot forge a result. Everything else (a test's prints, C-level output) goes to per-test buffers or to standard
+error. After each test it checks that the course's modules are as they were; if not, it stops (the grader
+restarts it for the remaining tests).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import hmac
+import io
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from types import ModuleType, TracebackType
+from typing import Any
+
+from helpers import restricted
+
+INTACT_CLASSES = ("torch.Tensor", "torch.nn.Module", "torch._C.TensorBase")
+INTACT_MODULES = ("builtins", "math", "numpy", "torch", "torch.nn.functional", "torch.nn.modules.module")
+CHANGED_COURSE = 3  # exit status: a test changed the course's code, restart for the rest
+
+
+class Capture(io.TextIOBase):
+    """A test's printed output: the first ``limit`` characters are kept, the rest only counted."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.total, self.parts = limit, 0, []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        kept = sum(len(p) for p in self.parts)
+        if kept < self.limit:
+            self.parts.append(str(text)[: self.limit - kept])
+        self.total += len(text)
+        return len(text)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def signer(stream: io.TextIOBase, key: bytes) -> Callable[[dict], None]:
+    def send(record: dict) -> None:
+        payload = json.dumps(record, ensure_ascii=True)
+        stream.write(hmac.new(key, payload.encode(), hashlib.sha256).hexdigest() + " " + payload + "\n")
+        stream.flush()
+    return send
+
+
+def verify(line: str, key: bytes) -> dict | None:
+    """The record on a line written by :func:`signer`, or None if the line is not one (forged, cut, noise)."""
+    mac, _, payload = line.partition(" ")
+    expected = hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
+        return None
+    try:
+        record = json.loads(payload)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _spaces() -> dict[str, dict[str, Any]]:
+    spaces: dict[str, dict] = {m: vars(sys.modules[m]) for m in INTACT_MODULES if m in sys.modules}
+    spaces.update({m: vars(module) for m, module in list(sys.modules.items())
+                   if m.startswith("helpers.") and module is not None})
+    for dotted in INTACT_CLASSES:
+        module, _, name = dotted.rpartition(".")
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None:
+            spaces[dotted] = dict(vars(cls))
+    return spaces
+
+
+def fingerprint() -> dict[str, dict[str, int]]:
+    """Identity of every function, class and module in the modules and classes the tests rely on."""
+    return {space: {k: id(v) for k, v in values.items() if callable(v) or isinstance(v, ModuleType)}
+            for space, values in _spaces().items()}
+
+
+def student_made(value: Any) -> bool:
+    """Whether ``value`` comes from a student's code (a function, a method, an object of a student's class)."""
+    value = getattr(value, "func", value)  # functools.partial
+    code = getattr(getattr(value, "__func__", value), "__code__", None)
+    if code is not None:
+        return code.co_filename.startswith(restricted.STUDENT_FILE)
+    return vars(type(value)).get("__module__") == restricted.STUDENT_MODULE
+
+
+def changes(before: dict[str, dict[str, int]]) -> list[str]:
+    """What was replaced since ``before`` by a student's code or by something that is not a function at all.
+
+    (Libraries rebind some functions lazily, as transformers wraps torch.manual_seed; that is not a change.)"""
+    missing = object()
+    found = []
+    for space, values in _spaces().items():
+        for name, old in before.get(space, {}).items():
+            new = values.get(name, missing)
+            if id(new) != old and (new is missing or not callable(new) or student_made(new)):
+                found.append(f"{space}.{name}")
+    return found
+
+
+def student_location(tb: TracebackType | None) -> str:
+    """Where in the student's code an error was raised: " (in cell rms_norm, line 4)", or ""."""
+    where = ""
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.startswith(restricted.STUDENT_FILE):
+            where = f" (in cell {filename[len(restricted.STUDENT_FILE):-1]}, line {tb.tb_lineno})"
+        tb = tb.tb_next
+    return where
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    line = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def describe(exc: BaseException, not_loaded: dict[str, str], memory_bytes: int) -> str:
+    """One line that says truthfully why a test cell failed."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - str() of an odd exception
+        message = ""
+    if isinstance(exc, NotImplementedError):
+        return "not written yet (the code still raises NotImplementedError)"
+    if isinstance(exc, KeyboardInterrupt):
+        why = "KeyboardInterrupt raised by the code (not a time-out)"
+    elif isinstance(exc, SystemExit):
+        why = "the code raised SystemExit (exit() does not end grading)"
+    elif isinstance(exc, restricted.Refused):
+        why = f"refused: {first_line(message)}"
+    elif isinstance(exc, MemoryError) or "can't allocate memory" in message:
+        why = f"ran out of memory: a submission may use {memory_bytes / 2**30:g} GB"
+    elif isinstance(exc, NameError) and getattr(exc, "name", None) in not_loaded:
+        return f"{exc.name} was not loaded: {not_loaded[exc.name]}"
+    else:
+        why = f"{type(exc).__name__}: {first_line(message)}".rstrip(": ")
+    return why + student_location(exc.__traceback__)
+
+
+def run_cell(source: str, filename: str, namespace: dict, output: Capture) -> BaseException | None:
+    """Execute trusted code (a set-up or test cell) in ``namespace``; the exception it raised, if any."""
+    try:
+        code = compile(restricted.strip_magics(source), filename, "exec")
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            exec(code, namespace)
+    except BaseException as exc:  # noqa: BLE001 - every failure of a cell is a result, not a crash
+        return exc
+    return None
+
+
+def drop_privileges(uid: int | None) -> None:
+    if uid is not None and os.geteuid() == 0:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if os.geteuid() == 0:
+            raise SystemExit("could not drop root")
+
+
+def set_limits(limits: dict[str, int]) -> None:
+    for which, value in [(resource.RLIMIT_AS, limits["memory_bytes"]), (resource.RLIMIT_FSIZE, limits["file_bytes"]),
+                         (resource.RLIMIT_NPROC, limits.get("processes")), (resource.RLIMIT_CORE, 0)]:
+        if value is not None:  # no process limit where the grader's own user would share it (no sandbox, no root)
+            resource.setrlimit(which, (value, value))
+    resource.setrlimit(resource.RLIMIT_CPU, (limits["cpu_seconds"], limits["cpu_seconds"] + 5))
+
+
+def run(job: dict[str, Any], send: Callable[[dict], None]) -> int:
+    """Run the job's program; send a record per step. Returns the exit status."""
+    limits, skip, graded = job["limits"], set(job.get("skip", [])), set(job["graded"])
+    output_limit = job.get("output_chars", 20_000)
+    lab: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    setup_names: set[str] = set()
+    student = restricted.StudentGlobals(lab, lambda: setup_names | graded)
+    not_loaded: dict[str, str] = {}
+    intact = fingerprint()
+    for step in job["program"]:
+        if step["kind"] == "setup":
+            before = dict(lab)
+            error = run_cell(step["source"], f"<lab {step['label']}>", lab, Capture(0))
+            setup_names |= {n for n in lab if not n.startswith("__") and (n not in before or lab[n] is not before[n])}
+            if error is not None:
+                send({"kind": "note", "text": f"the lab's cell {step['label']} failed: "
+                                              f"{describe(error, not_loaded, limits['memory_bytes'])}"})
+            intact = fingerprint()
+        elif step["kind"] == "student":
+            send({"kind": "loading", "label": step["label"]})
+            for cell in step["cells"]:
+                report = restricted.load_cell(cell["source"], cell["label"], student, graded,
+                                              cell.get("definitions_only", False))
+                for name in report.defined:
+                    not_loaded.pop(name, None)
+                not_loaded.update(report.not_loaded)
+                send({"kind": "loaded", "label": cell["label"], "skipped": report.skipped,
+                      "not_loaded": report.not_loaded})
+        elif step["id"] not in skip:
+            send({"kind": "start", "test": step["id"]})
+            output, started = Capture(output_limit), time.monotonic()
+            error = run_cell(step["source"], f"<test {step['id']}>", lab, output)
+            why = None if error is None else describe(error, not_loaded, limits["memory_bytes"])
+            changed = changes(intact)
+            if changed:
+                why = f"the course's code was changed while this test ran ({', '.join(changed[:3])})"
+            send({"kind": "result", "test": step["id"], "passed": why is None, "why": why, "output": output.text(),
+                  "output_chars": output.total, "seconds": round(time.monotonic() - started, 2)})
+            if changed:
+                return CHANGED_COURSE
+    send({"kind": "done"})
+    return 0
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.buffer.read())
+    sys.stdin.close()
+    with contextlib.suppress(OSError):
+        os.close(0)
+    records = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # from now on, anything written to file descriptor 1 goes to standard error
+    sys.stdout = sys.stderr
+    drop_privileges(job.get("uid"))
+    set_limits(job["limits"])
+    sys.dont_write_bytecode = True
+    sys.path[:0] = job.get("paths", [])
+    send = signer(records, bytes.fromhex(job["key"]))
+    import torch  # noqa: F401 - before the audit hook and the fingerprint: every lab uses it
+
+    restricted.install_audit_hook()
+    return run(job, send)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
