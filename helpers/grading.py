@@ -68,8 +68,9 @@ class Outcome:
 
     passed: bool
     why: str | None = None
-    output: str = ""
+    output: str = ""  # what the test printed before its hidden part (the first OUTPUT_CHARS characters)
     output_chars: int = 0
+    hidden_chars: int = 0  # what it printed during its hidden part: counted, never shown
 
 
 @dataclass
@@ -126,7 +127,8 @@ class Attempt:
         elif kind == "result" and test in self.tests:
             why = str(record.get("why") or "") or None
             self.results[test] = Outcome(record.get("passed") is True and why is None, why,
-                                         str(record.get("output", "")), int(record.get("output_chars") or 0))
+                                         str(record.get("output", "")), int(record.get("output_chars") or 0),
+                                         int(record.get("hidden_chars") or 0))
             self.current, self.deadline = None, min(self.final, now + self.settings.load_timeout)
         elif kind == "loading":
             self.loading = f"the definitions of cell {record.get('label')}"
@@ -240,7 +242,7 @@ class Grader:
             outcomes, notes = self.run_program(program, place / self.lab.id)
         finally:
             shutil.rmtree(place, ignore_errors=True)
-        score = sum(t.points for t in program.tests if outcomes[t.id].passed)
+        score = float(sum(t.points for t in program.tests if outcomes[t.id].passed))
         reasons = list(program.repairs)
         reasons += [f"{t.id} ({t.points:g} points): {outcomes[t.id].why}" for t in program.tests
                     if not outcomes[t.id].passed]
@@ -272,8 +274,9 @@ def feedback_html(graded: Graded, tests: list) -> str:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in graded.notes) + "</ul>")
     for t in tests:
         o = graded.outcomes.get(t.id)
-        if o and o.output:
-            parts.append(f"<h3>Output of {e(t.id)}</h3><pre>{e(o.output)}</pre>")
+        if o and (o.output or o.hidden_chars):
+            hidden = f"<p>({o.hidden_chars:,} characters printed by its hidden tests are not shown)</p>"
+            parts.append(f"<h3>Output of {e(t.id)}</h3><pre>{e(o.output)}</pre>{hidden if o.hidden_chars else ''}")
     page = "".join(parts)
     if len(page.encode()) > FEEDBACK_BYTES:
         page = page.encode()[: FEEDBACK_BYTES - 100].decode("utf-8", "ignore")

@@ -264,11 +264,11 @@ class Checker(ast.NodeVisitor):
             self.refuse(node, f"`{name}`")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        self.generic_visit(node)  # x.__class__.__bases__: name the first one
         on_self = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
         problem = attribute_problem(node.attr, on_self)
         if problem:
             self.refuse(node, problem)
-        self.generic_visit(node)
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:

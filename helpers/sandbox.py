@@ -81,7 +81,11 @@ class Sandbox:
 
     def __init__(self, limits: Limits, unsafe: bool = False, extra_paths: list[Path] | None = None) -> None:
         self.limits, self.unsafe = limits, unsafe
-        self.extra_paths = [p.resolve() for p in extra_paths or [] if p.exists()]
+        # PYTHONPATH may name the checkout itself (the tests do): its helpers/ is bound anyway, and the rest of it
+        # (solutions/, .git, ...) must stay out of the sandbox
+        root = REPO_ROOT.resolve()
+        self.extra_paths = [p.resolve() for p in extra_paths or []
+                            if p.exists() and p.resolve() != root and p.resolve() not in root.parents]
         self.bwrap = shutil.which("bwrap")
         self.running: set[subprocess.Popen] = set()
         self.lock = threading.Lock()

@@ -38,8 +38,9 @@ class Cell:
 
     source: str
     grade_id: str | None = None
-    kind: str = "setup"  # "setup", "solution" or "test" (in the lab); "added" (a student's own cell)
+    kind: str = "setup"  # "setup", "solution" or "test"
     points: float = 0.0
+    number: int = 0  # its place in the notebook (1 = the first cell)
 
 
 @dataclass
@@ -63,7 +64,7 @@ def normalised(source: str) -> str:
 def code_cells(nb: dict[str, Any]) -> list[Cell]:
     """The code cells of a notebook read as JSON, with their nbgrader grade_id (tolerant of odd metadata)."""
     cells = []
-    for raw in nb.get("cells", []):
+    for number, raw in enumerate(nb.get("cells", []), start=1):
         if not isinstance(raw, dict) or raw.get("cell_type") != "code":
             continue
         metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
@@ -71,7 +72,7 @@ def code_cells(nb: dict[str, Any]) -> list[Cell]:
         grade_id = nbgrader.get("grade_id") if isinstance(nbgrader.get("grade_id"), str) else None
         kind = "test" if nbgrader.get("grade") else "solution" if nbgrader.get("solution") else "setup"
         points = nbgrader.get("points", 0) if isinstance(nbgrader.get("points", 0), (int, float)) else 0
-        cells.append(Cell(_text(raw.get("source", "")), grade_id, kind, float(points)))
+        cells.append(Cell(_text(raw.get("source", "")), grade_id, kind, float(points), number))
     return cells
 
 
@@ -132,8 +133,10 @@ class Lab:
         released = code_cells(release)
         self.stubs = {c.grade_id: c.source for c in released if c.kind == "solution"}
         self.release_tests = {c.grade_id: normalised(c.source) for c in released if c.kind == "test"}
-        self.release_sources = {normalised(c.source): c for c in released}
         self.source_tests = {c.grade_id: normalised(c.source) for c in self.cells if c.kind == "test"}
+        # cells of the lab (an unanswered solution cell too) that a student may keep without their metadata
+        self.lab_texts = {normalised(c.source) for c in released}
+        self.lab_texts |= {normalised(c.source) for c in cells if c.kind != "solution"}
 
     @property
     def max_score(self) -> float:
@@ -163,7 +166,7 @@ class Lab:
         owner = self._owners()
         pending: list[dict] = []
         counts = {g: 0 for g in self.solutions}
-        for number, cell in enumerate(student, start=1):
+        for cell in student:
             if cell.grade_id in self.solutions:
                 count = counts[cell.grade_id] = counts[cell.grade_id] + 1
                 label = cell.grade_id if count == 1 else f"{cell.grade_id} (copy {count})"
@@ -173,8 +176,8 @@ class Lab:
                 if owner[cell.grade_id]:
                     by_grade_id[owner[cell.grade_id]] += pending
                     pending = []
-            elif normalised(cell.source) not in self.release_sources:  # a cell the student added or edited
-                pending.append({"label": f"added cell {number}", "source": cell.source, "definitions_only": True,
+            elif normalised(cell.source) not in self.lab_texts:  # added or edited
+                pending.append({"label": f"added cell {cell.number}", "source": cell.source, "definitions_only": True,
                                 "binds": names(cell.source)[1]})
         if pending and self.solutions:
             by_grade_id[list(self.solutions)[-1]] += pending
@@ -228,7 +231,8 @@ class Lab:
             if cell.grade_id in seen:
                 seen[cell.grade_id].append(normalised(cell.source))
             elif cell.grade_id is None:
-                stripped |= {g for g, text in self.release_tests.items() if text == normalised(cell.source)}
+                stripped |= {g for g in seen if normalised(cell.source) in (self.release_tests.get(g),
+                                                                           self.source_tests[g])}
         edited = [g for g, texts in seen.items() if texts and all(
             t not in (self.release_tests.get(g), self.source_tests[g]) for t in texts)]
         lost = [g for g, texts in seen.items() if not texts and g in stripped]

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import resource
+import runpy
 import sys
 import time
 from collections.abc import Callable
@@ -39,15 +40,28 @@ CHANGED_COURSE = 3  # exit status: a test changed the course's code, restart for
 
 
 class Capture(io.TextIOBase):
-    """A test's printed output: the first ``limit`` characters are kept, the rest only counted."""
+    """A cell's printed output: the first ``limit`` characters are kept, the rest only counted.
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.total, self.parts = limit, 0, []
+    What is printed while a line of a hidden test runs (``hidden`` line numbers of the cell ``filename``) is only
+    counted: the feedback must not tell what the hidden tests do, beyond why one failed."""
+
+    def __init__(self, limit: int, filename: str = "", hidden: frozenset[int] = frozenset()) -> None:
+        self.limit, self.filename, self.hidden = limit, filename, hidden
+        self.total, self.hidden_total, self.parts = 0, 0, []
 
     def writable(self) -> bool:
         return True
 
+    def _in_hidden_test(self) -> bool:
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_code.co_filename != self.filename:
+            frame = frame.f_back
+        return frame is not None and frame.f_lineno in self.hidden
+
     def write(self, text: str) -> int:
+        if self.hidden and self._in_hidden_test():
+            self.hidden_total += len(text)
+            return len(text)
         kept = sum(len(p) for p in self.parts)
         if kept < self.limit:
             self.parts.append(str(text)[: self.limit - kept])
@@ -56,6 +70,17 @@ class Capture(io.TextIOBase):
 
     def text(self) -> str:
         return "".join(self.parts)
+
+
+def hidden_lines(source: str) -> frozenset[int]:
+    """The line numbers of a test cell between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``."""
+    hidden, inside = set(), False
+    for number, line in enumerate(source.splitlines(), start=1):
+        inside = inside or line.strip() == "### BEGIN HIDDEN TESTS"
+        if inside:
+            hidden.add(number)
+        inside = inside and line.strip() != "### END HIDDEN TESTS"
+    return frozenset(hidden)
 
 
 def signer(stream: io.TextIOBase, key: bytes) -> Callable[[dict], None]:
@@ -136,6 +161,17 @@ def first_line(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def missing_name(exc: BaseException) -> str | None:
+    """The name of a NameError behind ``exc`` (a check wraps the error it met in a CheckError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, NameError):
+            return getattr(exc, "name", None)
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def describe(exc: BaseException, not_loaded: dict[str, str], memory_bytes: int) -> str:
     """One line that says truthfully why a test cell failed."""
     try:
@@ -152,8 +188,8 @@ def describe(exc: BaseException, not_loaded: dict[str, str], memory_bytes: int) 
         why = f"refused: {first_line(message)}"
     elif isinstance(exc, MemoryError) or "can't allocate memory" in message:
         why = f"ran out of memory: a submission may use {memory_bytes / 2**30:g} GB"
-    elif isinstance(exc, NameError) and getattr(exc, "name", None) in not_loaded:
-        return f"{exc.name} was not loaded: {not_loaded[exc.name]}"
+    elif missing_name(exc) in not_loaded:
+        return f"{missing_name(exc)} was not loaded: {not_loaded[missing_name(exc)]}"
     else:
         why = f"{type(exc).__name__}: {first_line(message)}".rstrip(": ")
     return why + student_location(exc.__traceback__)
@@ -217,14 +253,16 @@ def run(job: dict[str, Any], send: Callable[[dict], None]) -> int:
                       "not_loaded": report.not_loaded})
         elif step["id"] not in skip:
             send({"kind": "start", "test": step["id"]})
-            output, started = Capture(output_limit), time.monotonic()
-            error = run_cell(step["source"], f"<test {step['id']}>", lab, output)
+            filename = f"<test {step['id']}>"
+            output, started = Capture(output_limit, filename, hidden_lines(step["source"])), time.monotonic()
+            error = run_cell(step["source"], filename, lab, output)
             why = None if error is None else describe(error, not_loaded, limits["memory_bytes"])
             changed = changes(intact)
             if changed:
                 why = f"the course's code was changed while this test ran ({', '.join(changed[:3])})"
             send({"kind": "result", "test": step["id"], "passed": why is None, "why": why, "output": output.text(),
-                  "output_chars": output.total, "seconds": round(time.monotonic() - started, 2)})
+                  "output_chars": output.total, "hidden_chars": output.hidden_total,
+                  "seconds": round(time.monotonic() - started, 2)})
             if changed:
                 return CHANGED_COURSE
     send({"kind": "done"})
@@ -243,6 +281,9 @@ def main() -> int:
     set_limits(job["limits"])
     sys.dont_write_bytecode = True
     sys.path[:0] = job.get("paths", [])
+    for path in job.get("paths", []):  # what Python would have run at start-up from PYTHONPATH (-I skips it)
+        if os.path.isfile(os.path.join(path, "sitecustomize.py")):
+            runpy.run_path(os.path.join(path, "sitecustomize.py"))
     send = signer(records, bytes.fromhex(job["key"]))
     import torch  # noqa: F401 - before the audit hook and the fingerprint: every lab uses it
 
