@@ -22,6 +22,7 @@ TEST_ENV := PYTHONPATH="$(CURDIR)/tests/shims"
 SUBMISSIONS ?= submissions
 LAB ?= lab0_warmup
 GRADES ?= grades
+JOBS ?=
 
 .PHONY: help install book test test-unit test-chapters test-solutions lint notebooks labs grade lab clean
 
@@ -30,7 +31,7 @@ help:
 	@echo "make test      run every check: helpers, chapters (nbval), solutions (smoke), labs, grading, book"
 	@echo "make lab       open the course in JupyterLab"
 	@echo "make labs      regenerate labs/ (student versions) from solutions/ with nbgrader"
-	@echo "make grade LAB=lab0_warmup SUBMISSIONS=folder   grade a folder of submissions (CSV + feedback)"
+	@echo "make grade LAB=lab0_warmup SUBMISSIONS=folder [JOBS=n]   grade a folder of submissions (CSV + feedback)"
 	@echo "make notebooks re-stamp the Colab badge and set-up cell in every notebook"
 
 install: $(INSTALLED)
@@ -65,7 +66,8 @@ labs: $(INSTALLED)
 	$(RUN) $(BIN)/python -m helpers.labs generate
 
 grade: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES)
+	$(RUN) $(BIN)/python -m helpers.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES) \
+		$(if $(JOBS),--jobs $(JOBS))
 
 lab: $(INSTALLED)
 	$(RUN) $(BIN)/jupyter lab --allow-root

@@ -202,6 +202,8 @@ class Grader:
                 if attempt.unsigned:
                     notes.append(f"the grader ignored {attempt.unsigned} unsigned lines on its result stream")
                 if attempt.done:
+                    for test in tests - set(outcomes):  # its result line arrived damaged
+                        outcomes[test] = Outcome(False, "the grader received no readable result for this test")
                     break
                 why = attempt.why_stopped(finished)
                 if attempt.current:

@@ -48,22 +48,31 @@ ALLOWED_MODULES = frozenset({
 })
 # helpers.* is the course: every module of it, except the machinery that grades.
 COURSE_PACKAGE = "helpers"
-MACHINERY = frozenset({"book", "course", "deps", "grading", "labs", "notebooks", "restricted", "sandbox", "testrun"})
+MACHINERY = frozenset({"book", "course", "deps", "grading", "labs", "notebooks", "restricted", "sandbox", "submission",
+                       "testrun"})
 
 # Attribute names no graded code may use, on any object: they load code or pickles, reach raw memory, change
 # global state the tests rely on, install hooks that would run later inside the tests, or look into frames.
 DENIED_ATTRIBUTES = frozenset({
-    "load", "loads", "save", "compile", "jit", "library", "ops", "overrides", "fx", "cpp_extension", "package",
-    "hub", "from_file", "fromfile", "tofile", "memmap", "frombuffer", "from_dlpack", "ctypeslib", "ctypes",
-    "make_dataclass", "get_type_hints", "ForwardRef", "as_strided", "as_strided_", "set_", "data_ptr",
-    "untyped_storage", "storage", "share_memory_", "graph", "saved_tensors_hooks", "save_on_cpu",
-    "set_default_dtype", "set_default_tensor_type", "set_default_device", "use_deterministic_algorithms",
-    "set_num_threads", "set_num_interop_threads", "set_printoptions", "set_flush_denormal", "set_warn_always",
+    # load code, pickles or modules by path; patch a class through a library function
+    "load", "loads", "compile", "jit", "library", "ops", "overrides", "fx", "cpp_extension", "package", "hub",
+    "make_dataclass", "get_type_hints", "ForwardRef", "data_script", "update_wrapper", "wraps",
+    # raw memory, files and buffers
+    "from_file", "fromfile", "tofile", "memmap", "frombuffer", "from_dlpack", "ctypeslib", "ctypes", "as_strided",
+    "as_strided_", "set_", "data_ptr", "untyped_storage", "storage", "share_memory_",
+    # global state the tests rely on, and hooks that would run later inside the tests
+    "graph", "saved_tensors_hooks", "set_default_dtype", "set_default_tensor_type", "set_default_device",
+    "use_deterministic_algorithms", "set_num_threads", "set_num_interop_threads", "set_printoptions",
+    "set_flush_denormal", "set_warn_always",
+    # frames and code
     "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "tb_frame", "tb_next", "gi_frame", "gi_code",
     "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code", "cell_contents",
 })
-HOOK = re.compile("hook", re.IGNORECASE)  # register_forward_hook, register_hook, _forward_hooks, ...
+# register_forward_hook, register_hook, ...; save, save_hf, save_pretrained (some write through C, past the audit hook)
+DENIED_PATTERN = re.compile(r"hook|^save", re.IGNORECASE)
 ALLOWED_DUNDER_ATTRIBUTES = frozenset({"__init__", "__name__"})
+# Functions that add methods to the class they are given: only as the decorator of a student's own class.
+CLASS_DECORATORS = frozenset({"dataclass", "total_ordering"})
 ALLOWED_DUNDER_METHODS = frozenset({"__init__", "__post_init__", "__repr__"})
 DENIED_BUILTINS = frozenset({
     "eval", "exec", "compile", "open", "input", "breakpoint", "globals", "locals", "vars", "exit", "quit", "help",
@@ -82,8 +91,9 @@ DENIED_EVENTS = (
 # Where new code may come from while a student's code runs: imports (of allowed, read-only modules), @dataclass
 # and namedtuple (they generate a class's methods).
 CODE_EVENTS = ("exec", "compile", "marshal.loads")
-CODE_GENERATORS = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>", "dataclasses.py",
-                   "collections/__init__.py")
+IMPORTS = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
+CODE_GENERATORS = (*IMPORTS, "dataclasses.py", "collections/__init__.py")
+GENERATED_NAMES = frozenset({"__module__", "__qualname__", "__doc__"})
 DENIED_ROOTS = ("/proc", "/sys", "/dev")  # prefixes that may not be opened at all (memory, devices)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
@@ -107,7 +117,7 @@ def attribute_problem(name: str, on_self: bool = False) -> str | None:
         return None if name in ALLOWED_DUNDER_ATTRIBUTES else f"the attribute {name}"
     if name.startswith("_") and not on_self:
         return f"the private attribute {name}"
-    if name in DENIED_ATTRIBUTES or HOOK.search(name):
+    if name in DENIED_ATTRIBUTES or DENIED_PATTERN.search(name):
         return f"`.{name}`"
     return None
 
@@ -150,6 +160,7 @@ def _name_check(obj: Any, name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"attribute name must be a string, not {type(name).__name__}")
     problem = attribute_problem(name, on_self=not isinstance(obj, type) and _is_student_class(type(obj)))
+    problem = problem or (f"`{name}` other than as a class decorator" if name in CLASS_DECORATORS else None)
     if problem:
         raise Refused(f"graded code may not use {problem}")
     return name
@@ -171,6 +182,16 @@ def _type(*args: Any) -> type:
     if len(args) != 1:
         raise Refused("graded code may not create classes with type(name, bases, namespace)")
     return _checked(type(args[0]))
+
+
+def _build_class(body: Callable, name: str, *bases: Any, **keywords: Any) -> type:
+    """``class`` statements of graded code: no metaclass, and no subclass of a tensor, an array or a class."""
+    if keywords:
+        raise Refused("graded code may not use class keywords (metaclass=...)")
+    for base in bases:
+        if isinstance(base, type) and issubclass(base, (type, *_VALUE_TYPES)):
+            raise Refused(f"graded code may not subclass {base.__name__} (such an object could lie to the checks)")
+    return builtins.__build_class__(body, name, *bases)
 
 
 def _import(name: str, globals: Any = None, locals: Any = None, fromlist: Iterable[str] | None = (),
@@ -203,29 +224,33 @@ def _denied_values() -> set[int]:
 
 
 _DENIED_VALUES = _denied_values()
+_VALUE_TYPES = tuple(t for t in (getattr(sys.modules.get("torch"), "Tensor", None),
+                                 getattr(sys.modules.get("numpy"), "ndarray", None)) if t is not None)
 SAFE_BUILTINS: dict[str, Any] = {
     **{n: getattr(builtins, n) for n in dir(builtins) if not n.startswith("_") and n not in DENIED_BUILTINS},
-    "__build_class__": builtins.__build_class__, "__import__": _import, "getattr": _getattr, "setattr": _setattr,
+    "__build_class__": _build_class, "__import__": _import, "getattr": _getattr, "setattr": _setattr,
     "delattr": _delattr, "type": _type,
 }
 
 
 def install_audit_hook() -> None:
-    """Refuse files, processes, sockets, ctypes, gc, pickles and new code while a student's code is running."""
+    """Refuse files, processes, sockets, ctypes, gc, pickles and new code while a student's code is running.
+
+    What an import does is allowed (it runs a module of the read-only environment), and so is the code that
+    ``@dataclass`` and ``namedtuple()`` generate: the nearest of those frames or a student's decides."""
     def nearest(generators: tuple[str, ...]) -> str | None:
-        """"student" if a student's frame is nearer on the stack than any frame of ``generators``."""
         frame = sys._getframe(2)
         while frame is not None:
             filename = frame.f_code.co_filename
             if filename.startswith(STUDENT_FILE):
                 return "student"
             if filename.endswith(generators):
-                return "generator"
+                return "trusted"
             frame = frame.f_back
         return None
 
     def hook(event: str, args: tuple) -> None:
-        generators: tuple[str, ...] = ()
+        generators = IMPORTS
         if event == "open":
             path, mode, flags = (tuple(args) + (None, None))[:3]
             reading = set(mode) <= set("rbt") if isinstance(mode, str) else not (flags or 0) & WRITE_FLAGS
@@ -234,9 +259,12 @@ def install_audit_hook() -> None:
         elif event in CODE_EVENTS:
             generators = CODE_GENERATORS
         elif event in ("object.__setattr__", "object.__delattr__"):
-            if _is_student_class(args[0]):  # @dataclass sets the methods of the class it decorates
-                return
-            generators = CODE_GENERATORS  # ... and the names of those methods
+            target, name = args[0], args[1]
+            if _is_student_class(target) or (isinstance(target, FunctionType)
+                                             and target.__code__.co_filename == "<string>"):
+                return  # @dataclass sets the methods of the class it decorates, and the names of those methods
+            if name in GENERATED_NAMES:
+                generators = CODE_GENERATORS  # namedtuple() names the class it made after the caller's module
         elif not event.startswith(DENIED_EVENTS):
             return
         if nearest(generators) == "student":
@@ -253,6 +281,7 @@ class Checker(ast.NodeVisitor):
 
     def __init__(self) -> None:
         self.problem: str | None = None
+        self.decorators: set[int] = set()  # ids of the nodes that decorate a class
 
     def refuse(self, node: ast.AST, what: str) -> None:
         if self.problem is None:
@@ -262,11 +291,15 @@ class Checker(ast.NodeVisitor):
         name = node.id
         if name in DENIED_BUILTINS or (name.startswith("__") and name != "__name__"):
             self.refuse(node, f"`{name}`")
+        if name in CLASS_DECORATORS and id(node) not in self.decorators and isinstance(node.ctx, ast.Load):
+            self.refuse(node, f"`{name}` other than as a class decorator")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         self.generic_visit(node)  # x.__class__.__bases__: name the first one
         on_self = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
         problem = attribute_problem(node.attr, on_self)
+        if node.attr in CLASS_DECORATORS and id(node) not in self.decorators:
+            problem = problem or f"`.{node.attr}` other than as a class decorator"
         if problem:
             self.refuse(node, problem)
 
@@ -301,6 +334,8 @@ class Checker(ast.NodeVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         if node.keywords:
             self.refuse(node, "class keywords (metaclass=...)")
+        for decorator in node.decorator_list:  # @dataclass, @dataclasses.dataclass(frozen=True)
+            self.decorators.add(id(decorator.func if isinstance(decorator, ast.Call) else decorator))
         self.generic_visit(node)
 
 
@@ -353,6 +388,9 @@ def plan(source: str, definitions_only: bool = False) -> tuple[list[ast.stmt], C
     except SyntaxError as exc:
         report.skipped.append(f"the cell has a syntax error on line {exc.lineno}: {exc.msg}")
         return [], report
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        report.skipped.append(f"the cell cannot be read as Python ({type(exc).__name__})")
+        return [], report
     kept = []
     kinds = DEFINITIONS if definitions_only else DEFINITIONS + ASSIGNMENTS
     for stmt in tree.body:
@@ -364,7 +402,10 @@ def plan(source: str, definitions_only: bool = False) -> tuple[list[ast.stmt], C
                                   "definitions" + ("" if definitions_only else " and assignments"))
             continue
         checker = Checker()
-        checker.visit(stmt)
+        try:
+            checker.visit(stmt)
+        except RecursionError:
+            checker.problem = f"line {stmt.lineno} is nested too deeply to be checked"
         if checker.problem:
             for name in bound_names(stmt):
                 report.not_loaded[name] = checker.problem

@@ -19,6 +19,7 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -135,11 +136,16 @@ class Sandbox:
             deadline: float) -> Finished:
         """Run ``argv`` in the sandbox; hand each stdout line to ``on_line``, which returns the new deadline.
 
-        The command is killed (with everything it started) at the deadline or when its standard error passes
-        ``limits.stream_bytes``."""
-        process = subprocess.Popen(self.command(argv, folder), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, env=self.environment(), start_new_session=True,
-                                   cwd=folder if self.unsafe and folder else None)
+        Its standard output is a socket, not a pipe: code inside cannot open it again through /proc/self/fd
+        (a C library that writes to a path would otherwise reach it). The command is killed, with everything it
+        started, at the deadline or when its standard error passes ``limits.stream_bytes``."""
+        ours, theirs = socket.socketpair()
+        try:
+            process = subprocess.Popen(self.command(argv, folder), stdin=subprocess.PIPE, stdout=theirs.fileno(),
+                                       stderr=subprocess.PIPE, env=self.environment(), start_new_session=True,
+                                       cwd=folder if self.unsafe and folder else None)
+        finally:
+            theirs.close()
         with self.lock:
             self.running.add(process)
         stopped, stderr, pending, written = None, b"", b"", 0
@@ -148,8 +154,8 @@ class Sandbox:
             process.stdin.close()
         except BrokenPipeError:
             pass
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stdout, selectors.EVENT_READ)
+        with ours, selectors.DefaultSelector() as selector:
+            selector.register(ours, selectors.EVENT_READ)
             selector.register(process.stderr, selectors.EVENT_READ)
             while selector.get_map() and stopped is None:
                 wait = deadline - time.monotonic()
@@ -157,7 +163,7 @@ class Sandbox:
                     stopped = "deadline"
                     break
                 for key, _ in selector.select(timeout=min(wait, 1.0)):
-                    chunk = os.read(key.fileobj.fileno(), 1 << 16)
+                    chunk = ours.recv(1 << 16) if key.fileobj is ours else os.read(process.stderr.fileno(), 1 << 16)
                     if not chunk:
                         selector.unregister(key.fileobj)
                     elif key.fileobj is process.stderr:
@@ -170,15 +176,13 @@ class Sandbox:
                         *lines, pending = pending.split(b"\n")
                         for line in lines:
                             deadline = on_line(line.decode("utf-8", "replace"))
-        if stopped:
-            _kill(process)
-        returncode = process.wait()
-        process.stdout.close()
+            if stopped:
+                _kill(process)
+            returncode = process.wait()
         process.stderr.close()
         with self.lock:
             self.running.discard(process)
         return Finished(returncode, stopped, stderr.decode("utf-8", "replace"))
-
 
     def kill_all(self) -> None:
         """Kill every sandbox still running (the grader is stopping)."""

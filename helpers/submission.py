@@ -19,6 +19,7 @@ from typing import Any
 from helpers.restricted import strip_magics
 
 MAX_NOTEBOOK_BYTES = 64 << 20
+MAX_ANALYSED_CHARS = 200_000  # a cell longer than this is not analysed for the names it uses
 
 
 class SubmissionError(Exception):
@@ -96,14 +97,16 @@ def names(source: str) -> tuple[set[str], set[str]]:
     """(free, bound): the global names a cell reads before binding them, and the names it binds."""
     free: set[str] = set()
     bound: set[str] = set()
-    try:
-        statements = ast.parse(strip_magics(source)).body
-    except SyntaxError:
+    if len(source) > MAX_ANALYSED_CHARS:
         return free, bound
-    for stmt in statements:
-        table = symtable.symtable(ast.unparse(stmt), "<cell>", "exec")
-        free |= (_referenced(table) | _nested_globals(table)) - bound
-        bound |= {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    try:
+        for stmt in ast.parse(strip_magics(source)).body:
+            table = symtable.symtable(ast.unparse(stmt), "<cell>", "exec")
+            free |= (_referenced(table) | _nested_globals(table)) - bound
+            bound |= {s.get_name() for s in table.get_symbols()
+                      if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # the runner reports it; nothing to slice on
+        pass
     return free, bound
 
 

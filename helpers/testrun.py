@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import hashlib
 import hmac
 import io
@@ -28,14 +29,15 @@ import resource
 import runpy
 import sys
 import time
+import warnings
 from collections.abc import Callable
-from types import ModuleType, TracebackType
+from types import FunctionType, MethodType, ModuleType, TracebackType
 from typing import Any
 
 from helpers import restricted
 
-INTACT_CLASSES = ("torch.Tensor", "torch.nn.Module", "torch._C.TensorBase")
-INTACT_MODULES = ("builtins", "math", "numpy", "torch", "torch.nn.functional", "torch.nn.modules.module")
+TRUSTED_PACKAGES = frozenset({"builtins", "collections", "copy", "dataclasses", "functools", "helpers", "itertools",
+                              "math", "numpy", "torch", "typing"})
 CHANGED_COURSE = 3  # exit status: a test changed the course's code, restart for the rest
 
 
@@ -104,44 +106,84 @@ def verify(line: str, key: bytes) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def quietly(function: Callable) -> Callable:
+    """Run ``function`` with warnings off: a deprecated alias in torch warns when it is only looked at."""
+    @functools.wraps(function)
+    def run(*args: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return function(*args)
+    return run
+
+
 def _spaces() -> dict[str, dict[str, Any]]:
-    spaces: dict[str, dict] = {m: vars(sys.modules[m]) for m in INTACT_MODULES if m in sys.modules}
-    spaces.update({m: vars(module) for m, module in list(sys.modules.items())
-                   if m.startswith("helpers.") and module is not None})
-    for dotted in INTACT_CLASSES:
-        module, _, name = dotted.rpartition(".")
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None:
-            spaces[dotted] = dict(vars(cls))
+    """The namespaces tests rely on: every module of the trusted packages, and every class defined in one."""
+    spaces: dict[str, dict[str, Any]] = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in TRUSTED_PACKAGES:
+            continue
+        values = dict(vars(module))
+        spaces[name] = values
+        for value in values.values():
+            if isinstance(value, type) and value.__dict__.get("__module__") == name:
+                spaces[f"{name}.{value.__qualname__}"] = dict(vars(value))
     return spaces
 
 
+@quietly
 def fingerprint() -> dict[str, dict[str, int]]:
-    """Identity of every function, class and module in the modules and classes the tests rely on."""
-    return {space: {k: id(v) for k, v in values.items() if callable(v) or isinstance(v, ModuleType)}
-            for space, values in _spaces().items()}
+    """Identity of every function, class and module in those namespaces; a digest of the course's own tables."""
+    found = {}
+    for space, values in _spaces().items():
+        course = space.startswith("helpers.") and "." not in space[len("helpers."):]  # a module of the course
+        found[space] = {k: hash(repr(v)) if course and _is_table(k, v) else id(v) for k, v in values.items()
+                        if callable(v) or isinstance(v, ModuleType) or (course and _is_table(k, v))}
+    return found
 
 
-def student_made(value: Any) -> bool:
-    """Whether ``value`` comes from a student's code (a function, a method, an object of a student's class)."""
-    value = getattr(value, "func", value)  # functools.partial
-    code = getattr(getattr(value, "__func__", value), "__code__", None)
+def _is_table(name: str, value: Any) -> bool:
+    """A constant table of the course (MARGINS, DEFAULTS, ...): its contents must not change."""
+    return name.isupper() and isinstance(value, (dict, list, set))
+
+
+def student_made(value: Any, name: str = "", in_class: bool = False) -> bool:
+    """Whether ``value`` comes from a student's code (a function, a method, an object of a student's class), or is
+    a method generated for a class after the fact (``@dataclass`` applied to a course or torch class)."""
+    if isinstance(value, functools.partial):
+        value = value.func
+    if isinstance(value, (MethodType, classmethod, staticmethod)):
+        value = value.__func__
+    code = value.__code__ if isinstance(value, FunctionType) else None
     if code is not None:
-        return code.co_filename.startswith(restricted.STUDENT_FILE)
+        generated = in_class and name.startswith("__") and code.co_filename == "<string>"
+        return code.co_filename.startswith(restricted.STUDENT_FILE) or generated
     return vars(type(value)).get("__module__") == restricted.STUDENT_MODULE
 
 
+@quietly
 def changes(before: dict[str, dict[str, int]]) -> list[str]:
-    """What was replaced since ``before`` by a student's code or by something that is not a function at all.
+    """What a student's code changed since ``before``: a function replaced by one of theirs or by something that
+    is not a function, one of theirs added to a module or class, a function removed, a course table changed.
 
     (Libraries rebind some functions lazily, as transformers wraps torch.manual_seed; that is not a change.)"""
     missing = object()
+    now = fingerprint()
     found = []
     for space, values in _spaces().items():
-        for name, old in before.get(space, {}).items():
-            new = values.get(name, missing)
-            if id(new) != old and (new is missing or not callable(new) or student_made(new)):
+        old_values = before.get(space)
+        if old_values is None:
+            continue
+        in_class = space not in sys.modules
+        for name, value in values.items():
+            if name not in old_values:
+                changed = student_made(value, name, in_class)
+            elif now[space].get(name) == old_values[name]:
+                continue
+            else:
+                changed = not callable(value) or student_made(value, name, in_class)
+            if changed:
                 found.append(f"{space}.{name}")
+        found += [f"{space}.{name}" for name in old_values if values.get(name, missing) is missing]
     return found
 
 
@@ -265,6 +307,7 @@ def run(job: dict[str, Any], send: Callable[[dict], None]) -> int:
                   "seconds": round(time.monotonic() - started, 2)})
             if changed:
                 return CHANGED_COURSE
+            intact = fingerprint()  # modules the test imported are watched from now on
     send({"kind": "done"})
     return 0
 

@@ -60,6 +60,16 @@ ATTACKS = [  # (cell, expression that uses it, what the refusal names)
     ("def f():\n    from helpers import grading", "f()", "helpers.grading"),
     ("def f():\n    import helpers.testrun", None, "the module helpers.testrun"),
     ("def f():\n    def g():\n        yield 1\n    return g().gi_frame", None, "`.gi_frame`"),
+    ("class T(torch.Tensor):\n    pass", None, "may not subclass Tensor"),
+    ("def f():\n    class T(torch.Tensor):\n        pass", "f()", "may not subclass Tensor"),
+    ("def f():\n    import dataclasses\n    dataclasses.dataclass(eq=True)(torch.nn.Identity)", None,
+     "`.dataclass` other than as a class decorator"),
+    ("from dataclasses import dataclass\nlie = dataclass(eq=True)", None, "`dataclass` other than as a class"),
+    ("def f():\n    import dataclasses\n    return getattr(dataclasses, 'dataclass')", "f()", "other than as a class"),
+    ("def f(g):\n    import functools\n    functools.update_wrapper(torch.nn.Linear, g, ('forward',), ())", None,
+     "`.update_wrapper`"),
+    ("def f(model):\n    from helpers.training import save_hf\n    save_hf(model, '/proc/self/fd/1')", None,
+     "`.save_hf`"),
     ("def f():\n    from helpers.paths import REPO_ROOT\n    (REPO_ROOT / 'x.txt').write_text('x')", "f()", "(open)"),
 ]
 
@@ -98,6 +108,13 @@ def test_only_imports_definitions_and_assignments_are_loaded():
     assert len(report.skipped) == 3 and "line 3 (`print('hello')`) was not run" in report.skipped[0]
     added = load_cell("SCALE = 3\ndef g():\n    return 1", "added", namespace, graded, definitions_only=True)
     assert namespace["SCALE"] == 2 and "g" in added.defined  # an added cell brings definitions only
+
+
+def test_a_student_may_import_an_allowed_module_the_first_time():
+    namespace, graded = student()
+    load_cell("def f():\n    import statistics\n    from helpers.paths import REPO_ROOT\n"
+              "    return statistics.mean([1, 2, 3]), REPO_ROOT.name", "part", namespace, graded)
+    assert namespace["f"]()[0] == 2
 
 
 def test_generated_classes_and_syntax_errors():

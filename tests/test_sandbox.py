@@ -109,6 +109,16 @@ def test_the_sandbox_is_stopped_at_its_deadline_and_when_it_writes_too_much():
     assert box.run(flood, b"", None, lambda line: start + 60, start + 60).stopped == "output"
 
 
+@needs_bwrap
+def test_the_result_stream_cannot_be_opened_again_from_inside():
+    box = Sandbox(Limits())
+    lines = []
+    code = "import sys\ntry:\n    open('/proc/self/fd/1', 'w')\nexcept OSError as e:\n    print(e.strerror)"
+    box.run([sys.executable, "-I", "-c", code], b"", None, lambda line: lines.append(line) or time.monotonic() + 60,
+            time.monotonic() + 60)
+    assert lines[0] == "No such device or address"  # a socket: no C library can write to it by path
+
+
 def test_without_bubblewrap_grading_refuses_and_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap.*--unsafe-no-sandbox"):
