@@ -175,10 +175,15 @@ class Grader:
         for slot in range(slots):
             self.slots.put(slot)
 
+    def uid(self, slot: int) -> int | None:
+        """The user a slot's runner drops to when grading as root in the sandbox (without it, Python itself may be
+        unreadable to another user, as under /root)."""
+        return FIRST_UID + slot if os.geteuid() == 0 and not self.sandbox.unsafe else None
+
     def job(self, program: Program, skip: list[str], key: bytes, uid: int | None) -> bytes:
         limits = asdict(self.settings.limits)
-        if uid is None and self.sandbox.unsafe:
-            limits["processes"] = None  # without a sandbox or root, a process limit would count the teacher's own
+        if self.sandbox.unsafe:
+            limits["processes"] = None  # without a sandbox, a process limit would count the teacher's own processes
         return json.dumps({"key": key.hex(), "uid": uid, "limits": limits, "program": program.steps,
                            "graded": program.graded, "skip": skip, "output_chars": OUTPUT_CHARS,
                            "paths": [str(p) for p in self.sandbox.extra_paths]}).encode()
@@ -190,7 +195,7 @@ class Grader:
         outcomes: dict[str, Outcome] = {}
         notes: list[str] = []
         slot = self.slots.get()
-        uid = FIRST_UID + slot if os.geteuid() == 0 else None
+        uid = self.uid(slot)
         try:
             while len(outcomes) < len(tests):
                 key = secrets.token_bytes(32)
@@ -354,7 +359,7 @@ def preflight(grader: Grader) -> None:
     key = secrets.token_bytes(32)
     attempt = Attempt(key, set(), grader.settings, time.monotonic() + 120)
     program = Program([], [], [])
-    finished = grader.sandbox.run(RUNNER, grader.job(program, [], key, FIRST_UID if os.geteuid() == 0 else None),
+    finished = grader.sandbox.run(RUNNER, grader.job(program, [], key, grader.uid(0)),
                                   None, attempt.on_line, attempt.deadline)
     if not attempt.done:
         raise SystemExit(f"The sandbox cannot run the grader's test runner ({attempt.why_stopped(finished)}); "
