@@ -18,7 +18,7 @@ RUN := env -u MPLBACKEND PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFL
 NBVAL := --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
 # Tests only: a stand-in for the four torchvision functions segment_anything imports, used only where no torchvision
 # is installed (this machine has no CPU build of it). The product never imports it (tests/shims/README.md).
-TEST_ENV := PYTHONPATH="$(CURDIR)/tests/shims"
+TEST_ENV := PYTHONPATH="$(CURDIR):$(CURDIR)/tests/shims"
 SUBMISSIONS ?= submissions
 LAB ?= lab0_warmup
 GRADES ?= grades
@@ -45,11 +45,11 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 book: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.notebooks validate
-	$(RUN) $(BIN)/python -m helpers.book build
+	$(RUN) $(BIN)/python -m helpers.course.notebooks validate
+	$(RUN) $(BIN)/python -m helpers.course.book build
 
 test: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.notebooks validate
+	$(RUN) $(BIN)/python -m helpers.course.notebooks validate
 	$(RUN) $(BIN)/ruff check .
 	$(RUN) $(TEST_ENV) $(BIN)/pytest tests -m "not slow" -q
 	$(RUN) $(TEST_ENV) $(BIN)/pytest --nbval chapters $(NBVAL) --nbval-sanitize-with tests/nbval_sanitize.cfg -q
@@ -60,13 +60,13 @@ lint: $(INSTALLED)
 	$(RUN) $(BIN)/ruff check .
 
 notebooks: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.notebooks stamp
+	$(RUN) $(BIN)/python -m helpers.course.notebooks stamp
 
 labs: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.labs generate
+	$(RUN) $(BIN)/python -m helpers.course.labs generate
 
 grade: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES) \
+	$(RUN) $(BIN)/python -m helpers.course.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES) \
 		$(if $(JOBS),--jobs $(JOBS))
 
 lab: $(INSTALLED)
