@@ -226,7 +226,7 @@ class Grader:
         try:
             return self._grade(student, folder)
         except Exception as exc:  # noqa: BLE001 - one submission must not stop the batch
-            return Graded(self._row(student, 0, "not graded",
+            return Graded(self._row(student, 0.0, "not graded",
                                     f"the grader failed on this submission ({type(exc).__name__}: {exc})"))
 
     def _row(self, student: str, score: float, status: str, reason: str) -> GradeRow:
@@ -235,12 +235,12 @@ class Grader:
     def _grade(self, student: str, folder: Path) -> Graded:
         notebook = find_notebook(folder, self.lab.id)
         if notebook is None:
-            return Graded(self._row(student, 0, "not graded",
+            return Graded(self._row(student, 0.0, "not graded",
                                     f"no notebook found (expected {folder.name}/{self.lab.id}.ipynb)"))
         try:
             program = self.lab.program(read_notebook(notebook))
         except SubmissionError as exc:
-            return Graded(self._row(student, 0, "not graded", str(exc)))
+            return Graded(self._row(student, 0.0, "not graded", str(exc)))
         place = Path(tempfile.mkdtemp(prefix="student-", dir=self.workspace))
         try:
             shutil.copytree(LABS_DIR / self.lab.id, place / self.lab.id)  # the released lab ...

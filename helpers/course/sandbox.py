@@ -90,6 +90,7 @@ class Sandbox:
         self.bwrap = shutil.which("bwrap")
         self.running: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
+        self.stopping = False  # set by kill_all: no new sandbox starts
         if not unsafe:
             self._check()
 
@@ -139,6 +140,8 @@ class Sandbox:
         Its standard output is a socket, not a pipe: code inside cannot open it again through /proc/self/fd
         (a C library that writes to a path would otherwise reach it). The command is killed, with everything it
         started, at the deadline or when its standard error passes ``limits.stream_bytes``."""
+        if self.stopping:
+            raise RuntimeError("grading is stopping")
         ours, theirs = socket.socketpair()
         try:
             process = subprocess.Popen(self.command(argv, folder), stdin=subprocess.PIPE, stdout=theirs.fileno(),
@@ -148,6 +151,8 @@ class Sandbox:
             theirs.close()
         with self.lock:
             self.running.add(process)
+            if self.stopping:
+                _kill(process)
         stopped, stderr, pending, written = None, b"", b"", 0
         try:
             process.stdin.write(stdin)
@@ -187,6 +192,7 @@ class Sandbox:
     def kill_all(self) -> None:
         """Kill every sandbox still running (the grader is stopping)."""
         with self.lock:
+            self.stopping = True
             for process in list(self.running):
                 _kill(process)
 

@@ -8,11 +8,12 @@ their hidden tests, in the notebook's order. The tests come from the lab, never 
 exist only in this process's memory: nothing of them is on the sandbox's disk.
 
 Before any of it runs, the runner drops root (to the job's ``uid``), sets its limits (memory, CPU time, processes,
-file size) and installs the audit hook. It writes one record per line to its standard output, each signed with
-the key (an HMAC): the grader ignores a line it cannot verify, so code that manages to write to that stream
-cannot forge a result. Everything else (a test's prints, C-level output) goes to per-test buffers or to standard
-error. After each test it checks that the course's modules are as they were; if not, it stops (the grader
-restarts it for the remaining tests).
+file size) and installs the audit hook. It writes one record per line to its standard output (a socket, which no
+path reaches), each signed with the key (an HMAC): the grader ignores a line it cannot verify, so code that
+manages to write to that stream anyway cannot forge a result. Everything else (a test's prints, C-level output)
+goes to per-test buffers or to standard error. After each test it checks that the modules and classes of torch
+and of the course are as they were; if not, that test fails and the runner stops (the grader starts it again for
+the remaining tests).
 """
 
 from __future__ import annotations
