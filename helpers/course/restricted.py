@@ -379,6 +379,16 @@ class CellReport:
     skipped: list[str] = field(default_factory=list)  # one line per statement that was not run
 
 
+def _loaded(stmt: ast.stmt, definitions_only: bool) -> bool:
+    """Whether a top-level statement is loaded: imports, definitions, assignments (in a cell the student added, only
+    those that call nothing: constants, not the rerun of an experiment)."""
+    if isinstance(stmt, DEFINITIONS):
+        return True
+    if not isinstance(stmt, ASSIGNMENTS):
+        return False
+    return not definitions_only or stmt.value is None or not any(isinstance(n, ast.Call) for n in ast.walk(stmt.value))
+
+
 def plan(source: str, definitions_only: bool = False) -> tuple[list[ast.stmt], CellReport]:
     """The statements of a cell that will be loaded (checked and guarded), and what was left out."""
     report = CellReport()
@@ -391,14 +401,14 @@ def plan(source: str, definitions_only: bool = False) -> tuple[list[ast.stmt], C
         report.skipped.append(f"the cell cannot be read as Python ({type(exc).__name__})")
         return [], report
     kept = []
-    kinds = DEFINITIONS if definitions_only else DEFINITIONS + ASSIGNMENTS
+    loads = "definitions and constants" if definitions_only else "definitions and assignments"
     for stmt in tree.body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue  # a docstring
-        if not isinstance(stmt, kinds):
+        if not _loaded(stmt, definitions_only):
             text = ast.unparse(stmt).splitlines()[0]
             report.skipped.append(f"line {stmt.lineno} (`{text[:60]}`) was not run: the grader loads only imports, "
-                                  "definitions" + ("" if definitions_only else " and assignments"))
+                                  f"{loads}")
             continue
         checker = Checker()
         try:

@@ -106,8 +106,10 @@ def test_only_imports_definitions_and_assignments_are_loaded():
                        "def f(x):\n    return SCALE * math.sqrt(x)\n%time f(4)\n", "part", namespace, graded)
     assert namespace.lab["f"](4) == 4.0
     assert len(report.skipped) == 3 and "line 3 (`print('hello')`) was not run" in report.skipped[0]
-    added = load_cell("SCALE = 3\ndef g():\n    return 1", "added", namespace, graded, definitions_only=True)
-    assert namespace["SCALE"] == 2 and "g" in added.defined  # an added cell brings definitions only
+    added = load_cell("SCALE = 3\nSTEPS = train(100)\ndef g():\n    return 1", "added", namespace, graded,
+                      definitions_only=True)
+    assert namespace["SCALE"] == 3 and "g" in added.defined  # an added cell brings definitions and constants ...
+    assert "STEPS" not in namespace and "line 2 (`STEPS = train(100)`) was not run" in added.skipped[0]  # ... only
 
 
 def test_a_student_may_import_an_allowed_module_the_first_time():
