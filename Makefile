@@ -17,6 +17,7 @@ RUN := env -u MPLBACKEND PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFL
 
 NBVAL := --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
 # Tests run on every core (pytest-xdist); a notebook's cells stay together on one worker, in order. JOBS=1: serial.
+# (make grade reads it too: how many submissions are graded at once; auto = all cores, as far as memory allows.)
 JOBS ?= auto
 PARALLEL := -n $(JOBS) --dist loadfile
 # Tests only: a stand-in for the four torchvision functions segment_anything imports, used only where no torchvision
@@ -26,7 +27,6 @@ TEST_ENV := PYTHONPATH="$(CURDIR):$(CURDIR)/tests/shims" OMP_NUM_THREADS=1
 SUBMISSIONS ?= submissions
 LAB ?= lab0_warmup
 GRADES ?= grades
-JOBS ?=
 
 .PHONY: help install book test test-unit test-chapters test-solutions lint notebooks labs grade lab clean
 
@@ -70,7 +70,7 @@ labs: $(INSTALLED)
 
 grade: $(INSTALLED)
 	$(RUN) $(BIN)/python -m helpers.course.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES) \
-		$(if $(JOBS),--jobs $(JOBS))
+		$(if $(filter-out auto,$(JOBS)),--jobs $(JOBS))
 
 lab: $(INSTALLED)
 	$(RUN) $(BIN)/jupyter lab --allow-root
