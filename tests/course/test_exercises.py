@@ -3,6 +3,7 @@ fails it, and every stub has exactly one solution (helpers.course.exercises)."""
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import nbformat
@@ -52,7 +53,7 @@ def test_a_wrong_solution_fails_its_check():
     assert broken != first.code and first.names == ("rms_norm_no_gain",)
     setup = next(c for c in nb.cells if c.cell_type == "code" and "seed_everything(0)" in c.source)
     stub, check = nb.cells[first.stub], nb.cells[first.check]
-    nb.cells = [setup, stub, check, stub, check]
+    nb.cells = [setup, stub, check, copy.deepcopy(stub), copy.deepcopy(check)]
     wrong = Exercise("rmsnorm", 1, first.names, stub=1, check=2, solution=-1, code=broken)
     right = Exercise("rmsnorm", 2, first.names, stub=3, check=4, solution=-1, code=first.code)
     result = exercises.run_solved(nb, [wrong, right], RMSNORM.parent, timeout=120)
