@@ -109,8 +109,10 @@ class Sandbox:
             self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             *([] if os.geteuid() == 0 else ["--unshare-user"]), "--die-with-parent", "--new-session",
             "--clearenv", *[a for k, v in self.environment().items() for a in ("--setenv", k, v)],
-            *_bound(self._readable()), "--proc", "/proc", "--dev", "/dev",
+            "--proc", "/proc", "--dev", "/dev",
             "--perms", "1777", "--size", disk, "--tmpfs", "/tmp", "--perms", "1777", "--size", disk, "--tmpfs", HOME,
+            # after the fresh /tmp and home: a course or environment that lives under /tmp stays visible
+            *_bound(self._readable()),
             *(["--ro-bind", str(folder), inside] if folder else []), "--chdir", inside, "--hostname", "sandbox",
             "--", *argv,
         ]
