@@ -17,10 +17,15 @@ RUN := env -u MPLBACKEND PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFL
 	JUPYTER_PLATFORM_DIRS=1 PYDEVD_DISABLE_FILE_VALIDATION=1
 
 NBVAL := --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
+# Tests run on every core (pytest-xdist); a notebook's cells stay together on one worker, in order. JOBS=1: serial.
+# (make grade reads it too: how many submissions are graded at once; auto = all cores, as far as memory allows.)
+JOBS ?= auto
+PARALLEL := -n $(JOBS) --dist loadfile
 # Tests only: stand-ins for the four torchvision functions segment_anything imports and the torchaudio parts
 # audiolm_pytorch touches, used only where none is installed (no CPU build of either here). The product never
 # imports them (tests/shims/README.md).
-TEST_ENV := PYTHONPATH="$(CURDIR):$(CURDIR)/tests/shims"
+# One thread per test process: the workers share the cores (chapters and labs set one thread themselves).
+TEST_ENV := PYTHONPATH="$(CURDIR):$(CURDIR)/tests/shims" OMP_NUM_THREADS=1
 SUBMISSIONS ?= submissions
 LAB ?= lab0_warmup
 GRADES ?= grades
@@ -32,7 +37,7 @@ help:
 	@echo "make test      run every check: helpers, chapters (nbval), solutions (smoke), labs, grading, book"
 	@echo "make lab       open the course in JupyterLab"
 	@echo "make labs      regenerate labs/ (student versions) from solutions/ with nbgrader"
-	@echo "make grade LAB=lab0_warmup SUBMISSIONS=folder   grade a folder of submissions (CSV + feedback)"
+	@echo "make grade LAB=lab0_warmup SUBMISSIONS=folder [JOBS=n]   grade a folder of submissions (CSV + feedback)"
 	@echo "make notebooks re-stamp the Colab badge and set-up cell in every notebook"
 
 install: $(INSTALLED)
@@ -53,10 +58,12 @@ book: $(INSTALLED)
 test: $(INSTALLED)
 	$(RUN) $(BIN)/python -m helpers.course.notebooks validate
 	$(RUN) $(BIN)/ruff check .
-	$(RUN) $(TEST_ENV) $(BIN)/pytest tests -m "not slow" -q
-	$(RUN) $(TEST_ENV) $(BIN)/pytest --nbval chapters $(NBVAL) --nbval-sanitize-with tests/nbval_sanitize.cfg -q
-	$(RUN) $(TEST_ENV) COURSE_PROFILE=smoke $(BIN)/pytest --nbval-lax solutions $(NBVAL) -q
-	$(RUN) $(TEST_ENV) $(BIN)/pytest tests -m slow -q
+	@# the data the chapters read, built before the notebooks run in parallel (a notebook that built it would show a
+	@# progress bar that its committed outputs do not have)
+	$(RUN) $(BIN)/python data/sam/scenes.py --profile smoke
+	$(RUN) $(TEST_ENV) $(BIN)/pytest tests chapters --nbval $(NBVAL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		$(PARALLEL) -q
+	$(RUN) $(TEST_ENV) COURSE_PROFILE=smoke $(BIN)/pytest --nbval-lax solutions $(NBVAL) $(PARALLEL) -q
 
 lint: $(INSTALLED)
 	$(RUN) $(BIN)/ruff check .
@@ -68,7 +75,8 @@ labs: $(INSTALLED)
 	$(RUN) $(BIN)/python -m helpers.course.labs generate
 
 grade: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.course.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES)
+	$(RUN) $(BIN)/python -m helpers.course.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES) \
+		$(if $(filter-out auto,$(JOBS)),--jobs $(JOBS))
 
 lab: $(INSTALLED)
 	$(RUN) $(BIN)/jupyter lab --allow-root

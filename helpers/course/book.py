@@ -2,6 +2,9 @@
 
     python -m helpers.course.book build    # _build/html, then the offline check
     python -m helpers.course.book check    # only the check, on an existing build
+
+It is also a small Sphinx extension (listed in book.yml): the "Open in Colab" badge that opens every notebook is an
+image on Colab's host, so the book serves its own copy (book/_static/colab-badge.svg) in its place.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from docutils import nodes
 
 from helpers.paths import REPO_ROOT
 
 HTML_DIR = REPO_ROOT / "_build" / "html"
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+LOCAL_BADGE = "/book/_static/colab-badge.svg"  # from the book's source folder, the repository
 
 # A script, style sheet, font, or CSS import taken from an absolute (http, https or protocol-relative) address.
 _REMOTE = r"""(?:https?:)?//[^"'\s)>]+"""
@@ -24,6 +32,7 @@ _PATTERNS = {
     "stylesheet or font link": re.compile(rf"""<link\b[^>]*\bhref\s*=\s*["']?({_REMOTE})""", re.I),
     "CSS url()": re.compile(rf"""url\(\s*["']?({_REMOTE})""", re.I),
     "CSS @import": re.compile(rf"""@import\s+["']({_REMOTE})""", re.I),
+    "image": re.compile(rf"""<img\b[^>]*\bsrc\s*=\s*["']?({_REMOTE})""", re.I),
 }
 # <link> elements that are only hyperlinks, not loads.
 _HARMLESS_LINK = re.compile(r"""\brel\s*=\s*["']?(canonical|alternate|author|license|search)\b""", re.I)
@@ -77,6 +86,20 @@ def check(html_dir: Path = HTML_DIR) -> int:
         return 1
     print(f"Book built in {html_dir.relative_to(REPO_ROOT)}; it loads nothing from another host.")
     return 0
+
+
+def serve_badge_locally(app: Any, doctree: nodes.document) -> None:
+    """Point every Colab badge image at the book's own copy, before Sphinx collects the page's images."""
+    for image in doctree.findall(nodes.image):
+        if image.get("uri") == COLAB_BADGE:
+            image["uri"] = LOCAL_BADGE
+            image.attributes.pop("candidates", None)
+
+
+def setup(app: Any) -> dict[str, bool]:
+    """The Sphinx extension: runs before Sphinx's image collector (priority 500), so the copy is served."""
+    app.connect("doctree-read", serve_badge_locally, priority=400)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 def main(argv: list[str] | None = None) -> int:

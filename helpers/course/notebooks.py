@@ -27,6 +27,7 @@ from helpers.profile import ENV_VAR, ProfileError, get_profile
 
 nbformat = require("nbformat", purpose="Reading notebooks")
 
+FIGURES_ENV_VAR = "COURSE_FIGURES_DIR"  # a measuring run's folder: helpers.course.figures saves a lab's figures there
 BADGE_TAG = "colab-badge"
 SETUP_TAG = "colab-setup"
 COLAB_DIR = "/content/fm-from-scratch"
@@ -189,14 +190,16 @@ def measure(path: Path, out_dir: Path, profile: str, timeout: int = 3600) -> tup
 
     The notebook itself is not touched. The copy, ``out_dir/<name>_<profile>.ipynb``, is written after every cell
     (a run that is cut short keeps what it did), with each cell's wall time in ``metadata.measure.seconds``; a cell
-    that raises is recorded and the run goes on. Returns the copy's path and the indices of the cells that raised."""
+    that raises is recorded and the run goes on. The figures the lab records (:mod:`helpers.course.figures`) are saved
+    beside the copy as ``<name>_<profile>.json``, with the run's minutes. Returns the copy's path and the indices of
+    the cells that raised."""
     from nbclient import NotebookClient
 
     nb = load(path)
     profile = get_profile(profile)
     out = Path(out_dir) / f"{Path(path).stem}_{profile}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, ENV_VAR: profile}  # the kernel's environment
+    env = {**os.environ, ENV_VAR: profile, FIGURES_ENV_VAR: str(out.parent.resolve())}  # the kernel's environment
     env.pop("MPLBACKEND", None)  # a non-interactive backend in the kernel would keep the figures out
     started = [time.perf_counter()]
 
@@ -208,8 +211,14 @@ def measure(path: Path, out_dir: Path, profile: str, timeout: int = 3600) -> tup
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, record_timing=False,
                             resources={"metadata": {"path": str(Path(path).parent)}}, on_cell_executed=after_cell)
+    run_start = time.perf_counter()
     client.execute(env=env)
     write(out, nb)
+    figures = out.with_suffix(".json")  # what the lab recorded (helpers.course.figures.record_figures), if anything
+    if figures.is_file():
+        data = json.loads(figures.read_text())
+        data["minutes"] = round((time.perf_counter() - run_start) / 60, 1)
+        figures.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     raised = [i for i, cell in enumerate(nb.cells)
               if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
     return out, raised

@@ -22,12 +22,14 @@ def test_remote_load_detector_finds_each_kind(tmp_path):
         '<style>@font-face { src: url("https://fonts.example.org/f.woff2"); }</style>\n'
         '<link rel="canonical" href="https://example.org/page.html">\n'  # a hyperlink, not a load
         '<script src="_static/local.js"></script><a href="https://example.org">a link</a>\n'
+        '<img alt="Open In Colab" src="https://colab.research.google.com/assets/colab-badge.svg"/>\n'
+        '<img src="../_images/local.svg"/>\n'
     )
     (tmp_path / "style.css").write_text('@import "https://example.org/more.css";')
     found = remote_loads(tmp_path)
-    assert len(found) == 4, found
+    assert len(found) == 5, found
     assert {line.split(": ")[1].split(" from")[0] for line in found} == {
-        "script", "stylesheet or font link", "CSS url()", "CSS @import"}
+        "script", "stylesheet or font link", "CSS url()", "CSS @import", "image"}
 
 
 def _network_isolated() -> list[str]:
@@ -53,6 +55,9 @@ def test_book_builds_with_no_network_and_loads_nothing_remote(built_book):
     assert 'src="../../_static/mathjax/tex-chtml.js"' in page
     assert (built_book / "_static/mathjax/tex-chtml.js").is_file()
     assert (built_book / "_static/mathjax/output/chtml/fonts/woff-v2").is_dir(), "MathJax fonts ship with the book"
+    assert 'alt="Open In Colab" src="../../_images/colab-badge.svg"' in page, "the Colab badge is served with the book"
+    served = (built_book / "_images/colab-badge.svg").read_bytes()
+    assert served == (REPO_ROOT / "book/_static/colab-badge.svg").read_bytes()
 
 
 @pytest.mark.slow
