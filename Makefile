@@ -59,8 +59,9 @@ test: $(INSTALLED)
 	$(RUN) $(BIN)/python -m helpers.course.notebooks validate
 	$(RUN) $(BIN)/ruff check .
 	@# the data the chapters read, built before the notebooks run in parallel (a notebook that built it would show a
-	@# progress bar that its committed outputs do not have)
+	@# progress bar that its committed outputs do not have, and two that built the same file at once could clash)
 	$(RUN) $(BIN)/python data/sam/scenes.py --profile smoke
+	$(RUN) $(BIN)/python data/audiolm/chorales.py --profile smoke
 	$(RUN) $(TEST_ENV) $(BIN)/pytest tests chapters --nbval $(NBVAL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		$(PARALLEL) -q
 	$(RUN) $(TEST_ENV) COURSE_PROFILE=smoke $(BIN)/pytest --nbval-lax solutions $(NBVAL) $(PARALLEL) -q
