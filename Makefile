@@ -16,9 +16,13 @@ RUN := env -u MPLBACKEND PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFL
 	JUPYTER_PLATFORM_DIRS=1 PYDEVD_DISABLE_FILE_VALIDATION=1
 
 NBVAL := --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
+# Tests run on every core (pytest-xdist); a notebook's cells stay together on one worker, in order. JOBS=1: serial.
+JOBS ?= auto
+PARALLEL := -n $(JOBS) --dist loadfile
 # Tests only: a stand-in for the four torchvision functions segment_anything imports, used only where no torchvision
 # is installed (this machine has no CPU build of it). The product never imports it (tests/shims/README.md).
-TEST_ENV := PYTHONPATH="$(CURDIR)/tests/shims"
+# One thread per test process: the workers share the cores (chapters and labs set one thread themselves).
+TEST_ENV := PYTHONPATH="$(CURDIR):$(CURDIR)/tests/shims" OMP_NUM_THREADS=1
 SUBMISSIONS ?= submissions
 LAB ?= lab0_warmup
 GRADES ?= grades
@@ -44,28 +48,27 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 book: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.notebooks validate
-	$(RUN) $(BIN)/python -m helpers.book build
+	$(RUN) $(BIN)/python -m helpers.course.notebooks validate
+	$(RUN) $(BIN)/python -m helpers.course.book build
 
 test: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.notebooks validate
+	$(RUN) $(BIN)/python -m helpers.course.notebooks validate
 	$(RUN) $(BIN)/ruff check .
-	$(RUN) $(TEST_ENV) $(BIN)/pytest tests -m "not slow" -q
-	$(RUN) $(TEST_ENV) $(BIN)/pytest --nbval chapters $(NBVAL) --nbval-sanitize-with tests/nbval_sanitize.cfg -q
-	$(RUN) $(TEST_ENV) COURSE_PROFILE=smoke $(BIN)/pytest --nbval-lax solutions $(NBVAL) -q
-	$(RUN) $(TEST_ENV) $(BIN)/pytest tests -m slow -q
+	$(RUN) $(TEST_ENV) $(BIN)/pytest tests chapters --nbval $(NBVAL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		$(PARALLEL) -q
+	$(RUN) $(TEST_ENV) COURSE_PROFILE=smoke $(BIN)/pytest --nbval-lax solutions $(NBVAL) $(PARALLEL) -q
 
 lint: $(INSTALLED)
 	$(RUN) $(BIN)/ruff check .
 
 notebooks: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.notebooks stamp
+	$(RUN) $(BIN)/python -m helpers.course.notebooks stamp
 
 labs: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.labs generate
+	$(RUN) $(BIN)/python -m helpers.course.labs generate
 
 grade: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES)
+	$(RUN) $(BIN)/python -m helpers.course.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES)
 
 lab: $(INSTALLED)
 	$(RUN) $(BIN)/jupyter lab --allow-root

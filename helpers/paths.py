@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -27,16 +24,10 @@ def course_config() -> dict[str, Any]:
         return tomllib.load(f)["tool"]["course"]
 
 
-@functools.cache
-def data_script(name: str) -> ModuleType:
-    """A script of data/ imported as a module, to call its functions: ``data_script("scenes").load(...)``.
-
-    (data/ is a folder of scripts, not a package.) Imported once per process."""
-    path = DATA_DIR / f"{name}.py"
-    if not path.is_file():
-        scripts = ", ".join(sorted(p.stem for p in DATA_DIR.glob("*.py")))
-        raise FileNotFoundError(f"there is no data script {path}; the scripts in data/ are: {scripts}")
-    spec = importlib.util.spec_from_file_location(f"data_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def __getattr__(name: str) -> object:
+    if name == "data_script":  # removed in version 0.2; this message goes with the next release
+        raise ImportError("helpers.paths.data_script is gone in version 0.2 of the course: the data's code is in "
+                          "helpers now, e.g. `from helpers.sam import scenes` or "
+                          "`from helpers.llama import shakespeare`.",
+                          name="helpers.paths")
+    raise AttributeError(f"module 'helpers.paths' has no attribute {name!r}")

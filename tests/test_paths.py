@@ -1,17 +1,18 @@
-"""helpers.paths.data_script: the scripts of data/ import as modules, once, and a wrong name says what exists."""
+"""helpers.paths: the course's folders, and a clear message for the name that left in version 0.2."""
 
 import pytest
 
-from helpers.paths import DATA_DIR, data_script
+from helpers.paths import DATA_DIR, REPO_ROOT
 
 
-def test_data_script_imports_the_file_once():
-    shakespeare = data_script("shakespeare")
-    assert shakespeare.__file__ == str(DATA_DIR / "shakespeare.py")
-    assert callable(shakespeare.build)
-    assert data_script("shakespeare") is shakespeare
+def test_folders_are_the_checkouts():
+    assert (REPO_ROOT / "pyproject.toml").is_file() and DATA_DIR == REPO_ROOT / "data"
 
 
-def test_a_missing_data_script_names_the_ones_there_are():
-    with pytest.raises(FileNotFoundError, match=r"no data script .*nope\.py; the scripts in data/ are: .*shakespeare"):
-        data_script("nope")
+def test_data_script_says_where_the_data_code_went():
+    with pytest.raises(ImportError, match=r"from helpers.sam import scenes"):
+        from helpers.paths import data_script  # noqa: F401
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import helpers.paths
+
+        helpers.paths.nope  # noqa: B018

@@ -8,7 +8,7 @@ import tomllib
 import yaml
 from packaging.requirements import Requirement
 
-from helpers.labs import lab_ids
+from helpers.course.labs import lab_ids
 from helpers.paths import REPO_ROOT
 
 

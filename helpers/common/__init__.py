@@ -1,0 +1,7 @@
+"""What several systems of the course share.
+
+- ``optim``: AdamW with decay on matrices only, the warm-up + cosine schedule, bfloat16 autocast on a GPU.
+- ``loop``: the training-loop convention (a step function, :func:`optimiser_step`, a :class:`History` record,
+  one meaning of ``progress``) that LLaMA pretraining, MAE and SAM all run through. Start here.
+- ``render``: pybullet's CPU renderer, objects, posed cameras and lights (SAM's scenes; posed views of objects).
+"""

@@ -1,0 +1,242 @@
+"""The SAM data set: rendered scenes of 2–6 real 3D objects, each image with its instance map.
+
+Each sample is an image (H, W, 3) uint8 and an instance map (H, W) uint8 (0 = ground or sky, k = the k-th object)
+with the objects' names, their pixel counts and the camera. The objects are pybullet_data's meshes
+(:mod:`helpers.common.render`):
+sixteen named ones (duck, teddy, bunny, …) and the 1000 procedurally generated ``random_urdfs``. Every object covers
+at least MIN_FRACTION of the image: views where one is clipped away or hidden behind another are drawn again.
+
+Splits. ``train`` and ``val`` differ in their scenes *and* in their objects: val scenes are drawn from their own
+seed stream, with objects that train never shows (VAL_NAMED and random_900 … random_999). Sample i of a split
+depends only on (seed, split, i), so a larger build starts with the same scenes as a smaller one, and the result
+does not depend on the number of worker processes.
+
+    python data/sam/scenes.py --profile cpu     # writes what the cpu profile needs to data/cache/scenes/
+    python data/sam/scenes.py --split val --count 16 --size 64
+
+In a notebook: ``from helpers.sam import scenes`` then ``scenes.load("train", 600, 128)``.
+
+``photographs()`` returns a few real photographs shipped with scikit-image (no masks), for qualitative demos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from helpers.common import render
+from helpers.course.deps import require
+from helpers.paths import DATA_DIR
+from helpers.profile import get_profile
+
+VERSION = 1  # bump when the generator changes: cached files carry it in their name
+CACHE_DIR = DATA_DIR / "cache" / "scenes"
+
+SPLITS = ("train", "val")
+SPLIT_STREAMS = {"train": 0, "val": 1}  # the SeedSequence entropy that keeps the splits' scenes apart
+VAL_NAMED = ("teddy", "mug", "torus")  # held out: never in a train scene
+VAL_RANDOM = range(900, render.RANDOM_OBJECTS)  # random_900 … random_999 held out too
+PROFILE_SIZES = {  # profile → split → (count, image size in pixels)
+    "smoke": {"train": (64, 64), "val": (16, 64)},
+    "cpu": {"train": (600, 128), "val": (100, 128)},
+    "gpu": {"train": (3000, 128), "val": (300, 128)},
+}
+MAX_OBJECTS = 6
+OBJECTS_PER_SCENE = (2, MAX_OBJECTS)
+OBJECT_SIZE = (0.2, 0.45)  # the largest side of an object, metres
+NAMED_SHARE = 0.5  # chance that an object slot takes a named object rather than a random blob
+MIN_FRACTION = 0.003  # each object covers at least 0.3 % of the image
+SUPERSAMPLE = 2  # render 2×2 larger and average: smooth edges and textures
+VIEWS_PER_LAYOUT, LAYOUTS = 6, 20
+PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def split_objects(split: str) -> tuple[list[str], list[str]]:
+    """The named and the random objects that ``split``'s scenes use; the two splits share none."""
+    _check_split(split)
+    held_out = split == "val"
+    named = [n for n in render.NAMED_OBJECTS if (n in VAL_NAMED) == held_out]
+    randoms = [f"random_{i:03d}" for i in range(render.RANDOM_OBJECTS) if (i in VAL_RANDOM) == held_out]
+    return named, randoms
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def scene_rng(split: str, index: int, seed: int) -> np.random.Generator:
+    """The random stream of sample ``index`` of ``split``: independent of every other sample and split."""
+    _check_split(split)
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_STREAMS[split], index]))
+
+
+def random_layout(rng: np.random.Generator, split: str) -> render.Scene:
+    """2–6 distinct objects of the split, sized, turned and painted at random, standing apart on a background."""
+    named, randoms = split_objects(split)
+    count = int(rng.integers(OBJECTS_PER_SCENE[0], OBJECTS_PER_SCENE[1] + 1))
+    names: list[str] = []
+    while len(names) < count:
+        pool = named if rng.uniform() < NAMED_SHARE else randoms
+        pick = pool[int(rng.integers(len(pool)))]
+        if pick not in names:
+            names.append(pick)
+    placements: list[render.Placement] = []
+    footprints: list[float] = []
+    spread = 0.2 * math.sqrt(count)
+    for name in names:
+        spec = render.get_object(name)
+        size = float(rng.uniform(*OBJECT_SIZE))
+        obj = render.place(spec, size, (0.0, 0.0), render.random_orientation(spec, rng), render.random_paint(spec, rng))
+        footprint = obj.footprint()
+        for attempt in range(400):  # a free spot: footprints do not overlap; the area grows if it is crowded
+            r, angle = spread * math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
+            xy = (r * math.cos(angle), r * math.sin(angle))
+            if all(math.dist(xy, o.position[:2]) >= footprint + f for o, f in zip(placements, footprints, strict=True)):
+                break
+            if attempt % 20 == 19:
+                spread *= 1.1
+        placements.append(obj.moved(xy))
+        footprints.append(footprint)
+    return render.Scene(tuple(placements), render.random_background(rng))
+
+
+def _aim(scene: render.Scene) -> tuple[np.ndarray, float]:
+    """The point the camera looks at (the objects' centre) and the radius of a ball about it that holds them all."""
+    points = np.concatenate([o.world_vertices() for o in scene.objects])
+    target = (points.min(0) + points.max(0)) / 2
+    return target, float(np.linalg.norm(points - target, axis=1).max())
+
+
+def make_sample(split: str, index: int, seed: int, image_size: int) -> dict:
+    """Sample ``index`` of ``split``: a layout and a camera whose view shows every object (≥ MIN_FRACTION)."""
+    rng = scene_rng(split, index, seed)
+    renderer = render.shared_renderer()
+    min_pixels = MIN_FRACTION * image_size * image_size
+    for _ in range(LAYOUTS):
+        scene = random_layout(rng, split)
+        renderer.build(scene)
+        target, extent = _aim(scene)
+        for _ in range(VIEWS_PER_LAYOUT):
+            camera = render.random_camera(rng, target, extent)
+            view = renderer.render(camera, render.random_light(rng), image_size, supersample=SUPERSAMPLE)
+            counts = view.pixel_counts()
+            if counts.min() >= min_pixels:
+                return {"image": view.rgb, "mask": view.instances.astype(np.uint8), "names": view.names,
+                        "pixels": counts,
+                        "camera": np.array([camera.polar, camera.azimuth, camera.radius, camera.fov, *camera.target])}
+    raise RuntimeError(f"no view of {split} sample {index} (seed {seed}) shows every object; "
+                       f"MIN_FRACTION={MIN_FRACTION} may be too strict for {image_size}px images")
+
+
+def cache_path(split: str, count: int, image_size: int, seed: int = 0, cache_dir: Path = CACHE_DIR) -> Path:
+    """Where ``build`` writes this split: one file per split, count, size, seed and generator version."""
+    return Path(cache_dir) / f"{split}_{count}x{image_size}px_seed{seed}_v{VERSION}.npz"
+
+
+def default_workers() -> int:
+    """Worker processes for rendering: the CPU cores this process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def build(split: str, count: int, image_size: int, seed: int = 0, *, workers: int | None = None,
+          cache_dir: Path = CACHE_DIR, progress: bool = True, force: bool = False) -> Path:
+    """Render ``count`` samples of ``split`` at ``image_size``² pixels into a compressed .npz; return its path.
+
+    An existing file is reused unless ``force``; ``workers`` processes render (default: :func:`default_workers`).
+    Arrays: images (N, H, W, 3) uint8, masks (N, H, W) uint8, names (N, 6) str ('' past the last object),
+    counts (N,), pixels (N, 6) per-object pixel counts, cameras (N, 7) float32 (polar, azimuth, radius,
+    fov in degrees, target x, y, z).
+    """
+    _check_split(split)
+    if count < 1 or image_size < 16:
+        raise ValueError(f"need count ≥ 1 and image_size ≥ 16 pixels, got count={count}, image_size={image_size}")
+    path = cache_path(split, count, image_size, seed, cache_dir)
+    if path.is_file() and not force:
+        return path
+    make = functools.partial(make_sample, split, seed=seed, image_size=image_size)
+    samples = render.parallel_map(make, range(count), workers=workers or default_workers(),
+                                  progress=f"rendering {split} scenes" if progress else None)
+    names = np.full((count, MAX_OBJECTS), "", dtype="<U16")
+    pixels = np.zeros((count, MAX_OBJECTS), dtype=np.int32)
+    for i, s in enumerate(samples):
+        names[i, :len(s["names"])] = s["names"]
+        pixels[i, :len(s["pixels"])] = s["pixels"]
+    arrays = {
+        "images": np.stack([s["image"] for s in samples]),
+        "masks": np.stack([s["mask"] for s in samples]),
+        "names": names,
+        "counts": np.array([len(s["names"]) for s in samples], dtype=np.int64),
+        "pixels": pixels,
+        "cameras": np.stack([s["camera"] for s in samples]).astype(np.float32),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(partial, **arrays)
+    os.replace(partial, path)
+    return path
+
+
+def load(split: str, count: int, image_size: int, seed: int = 0, *, cache_dir: Path = CACHE_DIR,
+         workers: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of ``build(split, count, image_size, seed)``, building them on first use."""
+    path = build(split, count, image_size, seed, workers=workers, cache_dir=cache_dir)
+    with np.load(path, allow_pickle=False) as f:
+        return {key: f[key] for key in f.files}
+
+
+def profile_sizes(profile: str | None = None) -> dict[str, tuple[int, int]]:
+    """split → (count, image size) for a run profile (default: $COURSE_PROFILE, else by hardware)."""
+    return PROFILE_SIZES[get_profile(profile)]
+
+
+def photographs(size: int | None = None) -> dict[str, np.ndarray]:
+    """Real photographs from scikit-image (no masks): name → (H, W, 3) uint8; ``size``: centre-crop, resize square."""
+    skdata = require("skimage.data", package="scikit-image", purpose="The photographs")
+    images = {name: getattr(skdata, name)() for name in PHOTOGRAPHS}
+    if size is None:
+        return images
+    transform = require("skimage.transform", package="scikit-image", purpose="The photographs")
+    out = {}
+    for name, image in images.items():
+        h, w = image.shape[:2]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        square = image[top:top + side, left:left + side]
+        resized = transform.resize(square, (size, size), order=1, anti_aliasing=True, preserve_range=True)
+        out[name] = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Render the SAM scenes into data/cache/scenes/.")
+    parser.add_argument("--profile", choices=sorted(PROFILE_SIZES), help="build both splits at this profile's sizes")
+    parser.add_argument("--split", choices=SPLITS, help="build one split (with --count and --size)")
+    parser.add_argument("--count", type=int)
+    parser.add_argument("--size", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, help="processes (default: the CPU cores, at most 8)")
+    parser.add_argument("--force", action="store_true", help="render again even if the file exists")
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help=f"where to write (default {CACHE_DIR})")
+    args = parser.parse_args(argv)
+    if args.split:
+        if args.count is None or args.size is None:
+            parser.error("--split needs --count and --size")
+        jobs = {args.split: (args.count, args.size)}
+    else:
+        jobs = profile_sizes(args.profile)
+    for split, (count, size) in jobs.items():
+        start = time.perf_counter()
+        path = build(split, count, size, args.seed, workers=args.workers, cache_dir=args.cache_dir, force=args.force)
+        print(f"{split}: {count} scenes at {size}×{size} px → {path} ({time.perf_counter() - start:.1f} s)")
+

@@ -1,0 +1,40 @@
+"""Every lab grades cleanly: its solution gets full marks, its untouched student version zero, with no error.
+
+(tests/course/test_grading.py covers broken submissions in depth on lab 0; here each further lab gets the two ends.)
+"""
+
+import csv
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from helpers.course.labs import lab_ids
+from helpers.paths import LABS_DIR, REPO_ROOT, SOLUTIONS_DIR
+
+pytestmark = pytest.mark.slow
+FURTHER_LABS = [lab for lab in lab_ids() if lab != "lab0_warmup"]
+
+
+@pytest.mark.parametrize("lab", FURTHER_LABS)
+def test_solution_full_marks_and_untouched_zero(lab, tmp_path):
+    submissions = tmp_path / "submissions"
+    for student, source in [("solution", SOLUTIONS_DIR), ("untouched", LABS_DIR)]:
+        (submissions / student).mkdir(parents=True)
+        shutil.copy(source / lab / f"{lab}.ipynb", submissions / student / f"{lab}.ipynb")
+    out = tmp_path / "grades"
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.course.grading", "--lab", lab, "--submissions", str(submissions),
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1500,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(out / "grades.csv", newline="") as f:
+        rows = {row["student"]: row for row in csv.DictReader(f)}
+    solution, untouched = rows["solution"], rows["untouched"]
+    assert float(solution["max_score"]) > 0
+    assert (solution["status"], float(solution["score"])) == ("graded", float(solution["max_score"])), solution
+    assert solution["reason"] == "all tests pass"
+    assert (untouched["status"], float(untouched["score"])) == ("graded", 0), untouched
+    assert "not written yet" in untouched["reason"]

@@ -1,0 +1,30 @@
+"""labs/ is exactly what nbgrader generates from solutions/, and each lab is a proper nbgrader assignment."""
+
+import pytest
+
+from helpers.course.labs import differences, lab_ids
+from helpers.course.notebooks import load
+from helpers.paths import LABS_DIR, SOLUTIONS_DIR
+
+pytestmark = pytest.mark.slow
+
+
+def test_committed_labs_equal_nbgrader_generation():
+    assert differences() == [], "labs/ differs from nbgrader's output: run `make labs` and commit"
+
+
+@pytest.mark.parametrize("lab", lab_ids())
+def test_lab_has_graded_parts_with_visible_and_hidden_tests(lab):
+    source = load(SOLUTIONS_DIR / lab / f"{lab}.ipynb")
+    student = load(LABS_DIR / lab / f"{lab}.ipynb")
+    tests = [c for c in source.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
+    assert len(tests) >= 2, "a lab has at least two graded parts"
+    for cell in tests:
+        assert cell.metadata.nbgrader["points"] > 0
+        assert "### BEGIN HIDDEN TESTS" in cell.source, f"{cell.metadata.nbgrader.grade_id} has no hidden tests"
+        visible = cell.source.split("### BEGIN HIDDEN TESTS")[0]
+        assert any(word in visible for word in ("assert", "check_")), "every part has a visible test"
+    released = "\n".join(c.source for c in student.cells)
+    assert "BEGIN HIDDEN TESTS" not in released and "### BEGIN SOLUTION" not in released
+    assert released.count("raise NotImplementedError(") >= len(tests)
+    assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
