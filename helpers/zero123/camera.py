@@ -4,7 +4,7 @@ A camera looks at the origin from spherical coordinates (θ, φ, r), all angles 
 θ the polar angle measured from the +z (up) axis (0 above the object, π/2 level with it, π below), φ the azimuth
 about +z measured from +x, r the distance. Its position is r (sin θ cos φ, sin θ sin φ, cos θ). These are the
 conventions of Zero-1-to-3's data loader (``cartesian_to_spherical``: θ = atan2(√(x² + y²), z), φ = atan2(y, x))
-and of the course's renderer (``helpers.render.Camera``).
+and of the course's renderer (``helpers.common.render.Camera``).
 
 The relative pose from a source view to a target view (Zero-1-to-3's ``get_T``) is
 [θ_t − θ_s, sin Δφ, cos Δφ, r_t − r_s] with Δφ = (φ_t − φ_s) mod 2π: the azimuth enters through its sine and cosine

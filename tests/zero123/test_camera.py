@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.common.render import Camera
 from helpers.zero123.camera import (
     FOV_DEGREES,
     RADIUS_RANGE,
@@ -75,6 +76,13 @@ def test_spherical_and_cartesian_invert_each_other():
     torch.testing.assert_close(to_cartesian([0.0, 1.0, 2.0]), torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64))
     torch.testing.assert_close(to_cartesian([math.pi / 2, math.pi / 2, 1.0]),
                                torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+
+
+def test_the_renderers_camera_sits_where_the_spherical_coordinates_say():
+    """helpers.common.render.Camera (which renders the views) uses the same (θ, φ, r) convention."""
+    for polar, azimuth, radius in sample_cameras(20, np.random.default_rng(3)):
+        eye = Camera(float(polar), float(azimuth), float(radius), fov=FOV_DEGREES).eye()
+        np.testing.assert_allclose(eye, to_cartesian([polar, azimuth, radius]).numpy(), atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["zero123", "uniform"])

@@ -1,10 +1,10 @@
 """Time one training step of Zero-1-to-3's parts, to size the lab's profiles: prints one JSON line per setting.
 
-    python scripts/zero123_timing.py                 # one thread, batch 32, the default grid
-    python scripts/zero123_timing.py --threads 2 --device cuda --batch 64
+    python scripts/zero123/timing.py                 # one thread, batch 32, the default grid
+    python scripts/zero123/timing.py --threads 2 --device cuda --batch 64
 
 A step is forward, backward and an AdamW update, on random data of the right shapes (time does not depend on the
-values). "denoiser" is helpers.zero123.conditioning.Zero123 (image encoder + pose-CLIP + 8-channel UNet) trained
+values). "denoiser" is helpers.zero123.model.Zero123 (image encoder + pose-CLIP + 8-channel UNet) trained
 with denoising_loss on latents of side --latent; "autoencoder" is helpers.zero123.autoencoder.Autoencoder trained with
 autoencoder_loss on images of side --image. Each line has the median of --repeat steps after --warmup.
 """
@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as `python scripts/zero123_timing.py` from a checkout
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # run as `python scripts/zero123/timing.py` from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 from helpers.zero123.autoencoder import Autoencoder, AutoencoderConfig, autoencoder_loss  # noqa: E402
-from helpers.zero123.conditioning import ImageEncoder, Zero123, denoising_loss  # noqa: E402
+from helpers.zero123.conditioning import ImageEncoder  # noqa: E402
+from helpers.zero123.model import Zero123, denoising_loss  # noqa: E402
 from helpers.zero123.scheduler import DDIM, ZERO123_DDIM  # noqa: E402
 from helpers.zero123.unet import UNet, UNetConfig  # noqa: E402
 
