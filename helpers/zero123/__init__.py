@@ -8,6 +8,8 @@ names below are importable from here too (``from helpers.zero123 import Zero123,
 - ``camera``: spherical cameras, the relative pose [Δθ, sin Δφ, cos Δφ, Δr], Zero-1-to-3's camera sampling.
 - ``conditioning``: the stand-in image encoder, pose-CLIP, the concatenated input latent, condition dropout.
 - ``validate``: one-sentence checks of images and latents.
+- ``views`` (the data: objects rendered from 12 cameras each), ``metrics`` (PSNR, SSIM, on the object's box too,
+  sharpness) and ``runs`` (Lab 5's training and evaluation; only notebooks and scripts import it).
 Each part equals its ``diffusers`` counterpart (``*_from_diffusers`` / ``*_to_diffusers``).
 """
 
@@ -36,7 +38,7 @@ from helpers.zero123.conditioning import (
     condition_dropout,
     widen_conv_in,
 )
-from helpers.zero123.model import Zero123, denoising_loss
+from helpers.zero123.model import Zero123, denoising_loss, loss_weights
 from helpers.zero123.scheduler import (
     DDIM,
     DDPM,
@@ -55,6 +57,7 @@ __all__ = [
     "ImageEncoder", "NoiseSchedule", "PoseProjection", "Posterior", "UNet", "UNetConfig", "Zero123",
     "autoencoder_from_diffusers", "autoencoder_loss", "autoencoder_to_diffusers", "camera_from_extrinsics",
     "classifier_free_guidance", "concat_input_latent", "condition_dropout", "denoising_loss", "latent_scale_factor",
+    "loss_weights",
     "relative_pose", "sample", "sample_cameras", "scheduler_from_diffusers", "scheduler_to_diffusers",
     "to_cartesian", "to_spherical", "unet_from_diffusers", "unet_to_diffusers", "widen_conv_in",
 ]

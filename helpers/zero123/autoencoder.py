@@ -184,13 +184,25 @@ class Autoencoder(nn.Module):
         return self.decode(z), posterior
 
 
+def chroma(images: torch.Tensor) -> torch.Tensor:
+    """The colour of each pixel without its grey level: x − mean over the channels, (B, C, H, W)."""
+    return images - images.mean(dim=1, keepdim=True)
+
+
 def autoencoder_loss(model: Autoencoder, images: torch.Tensor, kl_weight: float = 1e-4,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean squared reconstruction error per pixel + ``kl_weight`` · KL per image element. → (loss, its parts)."""
+                     generator: torch.Generator | None = None,
+                     chroma_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean squared reconstruction error per pixel + ``kl_weight`` · KL per image element (+ ``chroma_weight`` · the
+    squared error of the colour alone, :func:`chroma`: a pixel loss learns grey levels long before hues, and a
+    perceptual loss, which would weigh colour more, needs pretrained weights). → (loss, its parts)."""
     reconstruction, posterior = model(images, sample_posterior=True, generator=generator)
     mse = F.mse_loss(reconstruction, images)
     kl = posterior.kl().mean() / images[0].numel()
-    return mse + kl_weight * kl, {"mse": mse.item(), "kl": kl.item()}
+    loss, parts = mse + kl_weight * kl, {"mse": mse.item(), "kl": kl.item()}
+    if chroma_weight:
+        colour = F.mse_loss(chroma(reconstruction), chroma(images))
+        loss, parts["chroma"] = loss + chroma_weight * colour, colour.item()
+    return loss, parts
 
 
 @torch.no_grad()

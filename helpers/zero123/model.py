@@ -19,6 +19,7 @@ from helpers.zero123.scheduler import NoiseSchedule, classifier_free_guidance
 from helpers.zero123.unet import UNet
 
 NULL_CONTEXTS = ("training", "zero123")
+LOSS_WEIGHTINGS = ("epsilon", "min-snr", "truncated-snr")
 
 
 class Zero123(nn.Module):
@@ -76,12 +77,32 @@ class Zero123(nn.Module):
         return lambda x, t: self.guided_noise(x, t, context, input_latent, null_context, scale)
 
 
+def loss_weights(scheduler: NoiseSchedule, kind: str = "epsilon", gamma: float = 5.0) -> torch.Tensor:
+    """w_t (T,) that multiplies the ε loss at step t. With SNR(t) = ᾱ_t / (1 − ᾱ_t), the ε loss is SNR(t) times the
+    error on x_0, so each choice sets how much a mistake about the clean latent costs at each step:
+
+    - ``epsilon``: w = 1, latent diffusion's (and Zero-1-to-3's) simple loss; x_0 errors weigh SNR(t), next to
+      nothing at the noisy steps where the conditions decide what is drawn;
+    - ``min-snr``: w = min(SNR, γ) / SNR (Hang et al., 2023): x_0 errors weigh min(SNR, γ), the clean steps capped;
+    - ``truncated-snr``: w = max(SNR, 1) / SNR (Salimans & Ho, 2022): x_0 errors weigh at least 1 at every step.
+    """
+    snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
+    if kind == "epsilon":
+        return torch.ones_like(snr)
+    if kind == "min-snr":
+        return snr.clamp(max=gamma) / snr
+    if kind == "truncated-snr":
+        return snr.clamp(min=1.0) / snr
+    raise ValueError(f"kind must be one of {LOSS_WEIGHTINGS}, got {kind!r}")
+
+
 def denoising_loss(model: Zero123, scheduler: NoiseSchedule, target_latent: torch.Tensor, input_image: torch.Tensor,
                    input_latent: torch.Tensor, pose: torch.Tensor, drop_rate: float = DROP_RATE,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Latent diffusion's simple loss ‖ε − ε_θ(x_t, t, c, z_c)‖² with t ~ U{0 … T − 1}, ε ~ N(0, I), x_t = q(x_t |
-    z), and conditions dropped at random. target_latent z (B, L, h, w), scaled; input_image (B, 3, S, S);
-    input_latent z_c (B, L, h, w); pose π (B, 4)."""
+                   generator: torch.Generator | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Latent diffusion's loss ‖ε − ε_θ(x_t, t, c, z_c)‖² with t ~ U{0 … T − 1}, ε ~ N(0, I), x_t = q(x_t | z), and
+    conditions dropped at random; each example's squared error weighted by ``weights[t]`` (:func:`loss_weights`;
+    None: 1). target_latent z (B, L, h, w), scaled; input_image (B, 3, S, S); input_latent z_c (B, L, h, w);
+    pose π (B, 4). Draws, in this order: t, ε, the dropout draws."""
     B, device = target_latent.shape[0], target_latent.device
     gen_device = generator.device if generator is not None else device
     t = torch.randint(0, scheduler.num_train_timesteps, (B,), generator=generator, device=gen_device).to(device)
@@ -90,4 +111,7 @@ def denoising_loss(model: Zero123, scheduler: NoiseSchedule, target_latent: torc
     context = model.context(input_image, pose, drop_embedding)
     kept_latent = input_latent * (~drop_latent).to(input_latent.dtype)[:, None, None, None]
     prediction = model(scheduler.add_noise(target_latent, noise, t), t, context, kept_latent)
-    return F.mse_loss(prediction, noise)
+    if weights is None:
+        return F.mse_loss(prediction, noise)
+    per_example = (prediction - noise).pow(2).flatten(1).mean(1)
+    return (weights.to(device, per_example.dtype)[t] * per_example).mean()

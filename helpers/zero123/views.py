@@ -142,9 +142,10 @@ def build(split: str, count: int | None, image_size: int, seed: int = 0, *, work
 
 
 def load(split: str, count: int | None, image_size: int, seed: int = 0, *, cache_dir: Path = CACHE_DIR,
-         workers: int = 1) -> dict[str, np.ndarray]:
-    """The arrays of ``build(split, count, image_size, seed)``, building them on first use."""
-    path = build(split, count, image_size, seed, workers=workers, cache_dir=cache_dir)
+         workers: int = 1, progress: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of ``build(split, count, image_size, seed)``, building them on first use (silently unless
+    ``progress``: a notebook's output should not depend on whether the cache was there)."""
+    path = build(split, count, image_size, seed, workers=workers, cache_dir=cache_dir, progress=progress)
     with np.load(path, allow_pickle=False) as f:
         return {key: f[key] for key in f.files}
 

@@ -15,6 +15,7 @@ from helpers.zero123.autoencoder import (
     autoencoder_from_diffusers,
     autoencoder_loss,
     autoencoder_to_diffusers,
+    chroma,
     latent_scale_factor,
 )
 from helpers.zero123.layers import Downsample
@@ -138,3 +139,17 @@ def test_bad_input_gets_one_sentence():
         model.decode(torch.zeros(2, 3, 8, 8))
     with pytest.raises(ValueError, match="divisible by the downsampling factor"):
         AutoencoderConfig(block_out_channels=(8, 16, 16), sample_size=18)
+
+
+def test_the_chroma_term_measures_colour_alone():
+    grey = torch.linspace(-1, 1, 16 * 16).reshape(1, 1, 16, 16).expand(2, 3, 16, 16)
+    torch.testing.assert_close(chroma(grey), torch.zeros_like(grey), atol=1e-6, rtol=0)  # a grey image: no colour
+    tinted = grey + torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1)
+    torch.testing.assert_close(chroma(tinted), torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1).expand(2, 3, 16, 16))
+    torch.manual_seed(0)
+    model = Autoencoder(AutoencoderConfig(block_out_channels=(8, 16), norm_num_groups=4, sample_size=16))
+    plain, parts = autoencoder_loss(model, tinted.clamp(-1, 1), generator=torch.Generator().manual_seed(2))
+    both, both_parts = autoencoder_loss(model, tinted.clamp(-1, 1), generator=torch.Generator().manual_seed(2),
+                                        chroma_weight=4.0)
+    assert "chroma" not in parts and both_parts["chroma"] > 0
+    torch.testing.assert_close(both, plain + 4.0 * both_parts["chroma"], rtol=1e-5, atol=1e-6)

@@ -10,7 +10,7 @@ import torch
 
 from helpers.zero123.camera import relative_pose, sample_cameras
 from helpers.zero123.conditioning import ImageEncoder
-from helpers.zero123.model import Zero123, denoising_loss
+from helpers.zero123.model import Zero123, denoising_loss, loss_weights
 from helpers.zero123.scheduler import DDIM, ZERO123_DDIM, classifier_free_guidance, sample
 from helpers.zero123.unet import UNet, UNetConfig, unet_to_diffusers
 
@@ -83,6 +83,31 @@ def test_denoising_loss_trains_every_part():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters()), name
     again = denoising_loss(model, ddim, generator=torch.Generator().manual_seed(0), **batch)
     assert again.item() == loss.item()  # the generator fixes t, ε and the dropout
+
+
+def test_loss_weights_set_what_an_x0_error_costs():
+    """ε error = SNR · x_0 error: the weights times SNR are the x_0 weightings the docstring names."""
+    ddim = DDIM(**ZERO123_DDIM)
+    snr = ddim.alphas_cumprod / (1 - ddim.alphas_cumprod)
+    assert torch.equal(loss_weights(ddim, "epsilon"), torch.ones(1000))
+    torch.testing.assert_close(loss_weights(ddim, "min-snr", gamma=5.0) * snr, snr.clamp(max=5.0))
+    torch.testing.assert_close(loss_weights(ddim, "truncated-snr") * snr, snr.clamp(min=1.0))
+    assert loss_weights(ddim, "truncated-snr")[-1] > 100  # the noisiest step: its x_0 error counts as at SNR 1
+    with pytest.raises(ValueError, match="kind must be one of"):
+        loss_weights(ddim, "v")
+
+
+def test_weighted_loss_weighs_each_example_by_its_step():
+    model, batch = make_model(), make_batch()
+    ddim = DDIM(**ZERO123_DDIM)
+    plain = denoising_loss(model, ddim, generator=torch.Generator().manual_seed(3), **batch)
+    ones = denoising_loss(model, ddim, generator=torch.Generator().manual_seed(3), weights=torch.ones(1000), **batch)
+    torch.testing.assert_close(ones, plain)
+    t = torch.randint(0, 1000, (4,), generator=torch.Generator().manual_seed(3))  # the steps the loss draws first
+    only_first = torch.zeros(1000)
+    only_first[t[0]] = 4.0
+    weighted = denoising_loss(model, ddim, generator=torch.Generator().manual_seed(3), weights=only_first, **batch)
+    assert 0 < weighted.item() and not torch.isclose(weighted, plain)
 
 
 def test_guided_sampling_runs_and_is_deterministic():
