@@ -21,7 +21,8 @@ from helpers._moved import MOVED_MODULES
 from helpers.paths import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "helpers"
-RUNNERS = {"helpers.sam.runs", "helpers.zero123.runs"}  # whole lab runs: imported by notebooks and scripts, never by another module
+# whole lab runs: imported by notebooks and scripts, never by another module
+RUNNERS = {"helpers.sam.runs", "helpers.zero123.runs"}
 
 
 def module_name(path: Path) -> str:
