@@ -88,24 +88,43 @@ def normalised(spec: render.ObjectSpec, colour: tuple[float, float, float, float
                             tuple(float(factor * a) for a in spec.aspect), colour)
 
 
-def render_object(split: str, index: int, seed: int, image_size: int,
-                  views: int = VIEWS_PER_OBJECT) -> dict[str, np.ndarray]:
-    """Object ``index`` of ``split`` from ``views`` random cameras: images (V, S, S, 3) uint8, masks (V, S, S) bool,
-    cameras (V, 3) float64 (polar, azimuth, radius), colour (4,)."""
+def object_placement(split: str, index: int, seed: int) -> tuple[render.Placement, np.random.Generator]:
+    """Object ``index`` of ``split``, normalised and painted, and its random stream (the colour already drawn)."""
     names = split_objects(split)
     if not 0 <= index < len(names):
         raise ValueError(f"the {split} split has {len(names)} objects, got index {index}")
     rng = object_rng(split, index, seed)
     spec = render.get_object(names[index])
-    placement = normalised(spec, render.random_paint(spec, rng))
-    cameras = sample_cameras(views, rng)
-    cameras[:, 0] = np.clip(cameras[:, 0], POLAR_MARGIN, math.pi - POLAR_MARGIN)
+    return normalised(spec, render.random_paint(spec, rng)), rng
+
+
+def render_cameras(placement: render.Placement, cameras: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
+    """``placement`` alone on white from cameras (V, 3) (polar, azimuth, radius): images (V, S, S, 3) uint8 and
+    masks (V, S, S) bool."""
+    cameras = np.asarray(cameras, dtype=np.float64)
+    if cameras.ndim != 2 or cameras.shape[1] != 3:
+        raise ValueError(f"cameras must have shape (V, 3) = (polar, azimuth, radius), got {cameras.shape}")
     renderer = render.shared_renderer()
     renderer.build(render.Scene((placement,), BACKGROUND))
     shots = [renderer.render(render.Camera(float(p), float(a), float(r), fov=FOV_DEGREES), LIGHT, image_size,
                              supersample=SUPERSAMPLE) for p, a, r in cameras]
-    return {"images": np.stack([s.rgb for s in shots]), "masks": np.stack([s.instances > 0 for s in shots]),
-            "cameras": cameras, "colour": np.asarray(placement.colour)}
+    return {"images": np.stack([s.rgb for s in shots]), "masks": np.stack([s.instances > 0 for s in shots])}
+
+
+def render_object(split: str, index: int, seed: int, image_size: int,
+                  views: int = VIEWS_PER_OBJECT) -> dict[str, np.ndarray]:
+    """Object ``index`` of ``split`` from ``views`` random cameras: images (V, S, S, 3) uint8, masks (V, S, S) bool,
+    cameras (V, 3) float64 (polar, azimuth, radius), colour (4,)."""
+    placement, rng = object_placement(split, index, seed)
+    cameras = sample_cameras(views, rng)
+    cameras[:, 0] = np.clip(cameras[:, 0], POLAR_MARGIN, math.pi - POLAR_MARGIN)
+    return {**render_cameras(placement, cameras, image_size), "cameras": cameras,
+            "colour": np.asarray(placement.colour)}
+
+
+def render_views(split: str, index: int, cameras: np.ndarray, image_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Object ``index`` of ``split`` (the same colour as in :func:`build`) from the cameras given, (V, 3)."""
+    return render_cameras(object_placement(split, index, seed)[0], cameras, image_size)
 
 
 def cache_path(split: str, count: int, image_size: int, seed: int = 0, cache_dir: Path = CACHE_DIR) -> Path:

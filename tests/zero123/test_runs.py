@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.zero123 import runs
+from helpers.zero123 import runs, views
 from helpers.zero123.model import denoising_loss, loss_weights
 from helpers.zero123.scheduler import DDIM, ZERO123_DDIM
 
@@ -97,3 +97,9 @@ def test_nearest_training_view_finds_a_copy():
     assert torch.equal(views.images[index[:, 0], index[:, 1]], copies)
     shifted = torch.roll(copies, 3, dims=-1)
     assert torch.all(runs.nearest_training_views(shifted, views)[1] > 0.05)
+
+
+def test_recipes_match_the_data_sizes():
+    for profile, recipe in runs.RECIPES.items():
+        assert (recipe.train_objects, recipe.image_size) == views.PROFILE_SIZES[profile]["train"], profile
+        assert all(size == recipe.image_size for _, size in views.PROFILE_SIZES[profile].values())

@@ -86,3 +86,12 @@ def test_bad_requests_are_refused(tmp_path):
         views.build("train", 2, 8, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="has 100 objects, got index 100"):
         views.render_object("test", 100, 0, 32)
+
+
+def test_views_from_chosen_cameras_match_the_data_set(built):
+    _, data = built
+    again = views.render_views("test", 2, data["cameras"][2, :4], image_size=32)
+    np.testing.assert_array_equal(again["images"], data["images"][2, :4])
+    np.testing.assert_array_equal(again["masks"], data["masks"][2, :4])
+    with pytest.raises(ValueError, match=r"cameras must have shape \(V, 3\)"):
+        views.render_views("test", 2, data["cameras"][2, 0], image_size=32)
