@@ -301,19 +301,25 @@ def evaluation_pairs(views: Views, per_object: int, seed: int = 0) -> Pairs:
 @torch.no_grad()
 def generate(model: Zero123, autoencoder: Autoencoder, scheduler: DDIM, scale: float, pairs: Pairs,
              latents: torch.Tensor, *, steps: int, guidance: float, eta: float = 0.0, batch_size: int = 128,
-             sampler: SamplerFn = course_sampler, seed: int = 0) -> torch.Tensor:
+             sampler: SamplerFn = course_sampler, seed: int = 0, samples: int = 1) -> torch.Tensor:
     """Novel views (K, 3, S, S) for the pairs: ``sampler`` (the guided DDIM loop) in batches, each batch's noise from
-    its own generator (``seed`` + batch index), then decoded. ``latents`` (N, V, L, h, w) of the pairs' split."""
+    its own generator (``seed`` + batch index), then decoded. ``latents`` (N, V, L, h, w) of the pairs' split.
+    ``samples`` > 1 returns the average of that many decoded samples per pair (seeds ``seed`` + 1000 · j): a Monte
+    Carlo estimate of the mean view the model expects, which is what PSNR rewards."""
     device = next(model.parameters()).device
     model.eval()
-    out = []
-    for b, i in enumerate(range(0, len(pairs.objects), batch_size)):
-        part = slice(i, i + batch_size)
-        input_latent = (latents[pairs.objects[part], pairs.source[part]] * scale).to(device)
-        z = sampler(model, scheduler, pairs.inputs[part].to(device), input_latent, pairs.poses[part].to(device),
-                    steps=steps, scale=guidance, eta=eta, generator=torch.Generator().manual_seed(seed + b))
-        out.append(decode_latents(autoencoder, z, scale))
-    return torch.cat(out)
+    total = 0
+    for j in range(samples):
+        out = []
+        for b, i in enumerate(range(0, len(pairs.objects), batch_size)):
+            part = slice(i, i + batch_size)
+            input_latent = (latents[pairs.objects[part], pairs.source[part]] * scale).to(device)
+            z = sampler(model, scheduler, pairs.inputs[part].to(device), input_latent, pairs.poses[part].to(device),
+                        steps=steps, scale=guidance, eta=eta,
+                        generator=torch.Generator().manual_seed(seed + 1000 * j + b))
+            out.append(decode_latents(autoencoder, z, scale))
+        total = total + torch.cat(out)
+    return total / samples
 
 
 @torch.no_grad()

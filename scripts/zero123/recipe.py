@@ -49,7 +49,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, runs.Recip
     parser.add_argument("--no-regression", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="write every measurement to this JSON file")
+    parser.add_argument("--save", type=Path, help="save the trained networks (state dicts) and the scale here")
     for field in dataclasses.fields(runs.Recipe):
         parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
                             choices=LOSS_WEIGHTINGS if field.name == "weighting" else None)
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             return row["PSNR"]
         return evaluate if args.eval_every else None
 
+    trained: dict[str, dict] = {}
     for kind in ("diffusion",) + (() if args.no_regression else ("regression",)):
         seed_everything(args.seed + 1)  # both models start from the same weights
         model = runs.build_zero123(recipe, latent_size).to(device)
@@ -151,8 +153,12 @@ def main(argv: list[str] | None = None) -> None:
             row = runs.score_table({"": runs.regression_views(model, autoencoder, scale, pairs, test_latents)},
                                    pairs)[""]
             report(step="evaluation", method="regression", **{k: round(v, 3) for k, v in row.items()})
+        trained[kind] = model.state_dict()
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
+    if args.save:
+        torch.save(dict(trained, autoencoder=autoencoder.state_dict(), scale=scale,
+                        recipe=dataclasses.asdict(recipe)), args.save)
 
 
 if __name__ == "__main__":

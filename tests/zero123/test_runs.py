@@ -103,3 +103,18 @@ def test_recipes_match_the_data_sizes():
     for profile, recipe in runs.RECIPES.items():
         assert (recipe.train_objects, recipe.image_size) == views.PROFILE_SIZES[profile]["train"], profile
         assert all(size == recipe.image_size for _, size in views.PROFILE_SIZES[profile].values())
+
+
+def test_the_average_of_samples_is_the_mean_of_single_samples():
+    views = fake_views()
+    torch.manual_seed(0)
+    autoencoder, model = runs.build_autoencoder(TINY), runs.build_zero123(TINY, latent_size=8)
+    latents = runs.encode_views(autoencoder, views.images)
+    pairs = runs.evaluation_pairs(views, per_object=1)
+    scheduler = DDIM(**ZERO123_DDIM)
+    kwargs = dict(steps=2, guidance=2.0, batch_size=4)
+    singles = [runs.generate(model, autoencoder, scheduler, 1.0, pairs, latents, seed=1000 * j, **kwargs)
+               for j in range(3)]
+    average = runs.generate(model, autoencoder, scheduler, 1.0, pairs, latents, samples=3, **kwargs)
+    torch.testing.assert_close(average, sum(singles) / 3)
+    assert not torch.equal(singles[0], singles[1])
