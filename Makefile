@@ -17,6 +17,7 @@ RUN := env -u MPLBACKEND PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFL
 
 NBVAL := --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider
 # Tests run on every core (pytest-xdist); a notebook's cells stay together on one worker, in order. JOBS=1: serial.
+# (make grade reads it too: how many submissions are graded at once; auto = all cores, as far as memory allows.)
 JOBS ?= auto
 PARALLEL := -n $(JOBS) --dist loadfile
 # Tests only: a stand-in for the four torchvision functions segment_anything imports, used only where no torchvision
@@ -34,7 +35,7 @@ help:
 	@echo "make test      run every check: helpers, chapters (nbval), solutions (smoke), labs, grading, book"
 	@echo "make lab       open the course in JupyterLab"
 	@echo "make labs      regenerate labs/ (student versions) from solutions/ with nbgrader"
-	@echo "make grade LAB=lab0_warmup SUBMISSIONS=folder   grade a folder of submissions (CSV + feedback)"
+	@echo "make grade LAB=lab0_warmup SUBMISSIONS=folder [JOBS=n]   grade a folder of submissions (CSV + feedback)"
 	@echo "make notebooks re-stamp the Colab badge and set-up cell in every notebook"
 
 install: $(INSTALLED)
@@ -54,6 +55,9 @@ book: $(INSTALLED)
 test: $(INSTALLED)
 	$(RUN) $(BIN)/python -m helpers.course.notebooks validate
 	$(RUN) $(BIN)/ruff check .
+	@# the data the chapters read, built before the notebooks run in parallel (a notebook that built it would show a
+	@# progress bar that its committed outputs do not have)
+	$(RUN) $(BIN)/python data/sam/scenes.py --profile smoke
 	$(RUN) $(TEST_ENV) $(BIN)/pytest tests chapters --nbval $(NBVAL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		$(PARALLEL) -q
 	$(RUN) $(TEST_ENV) COURSE_PROFILE=smoke $(BIN)/pytest --nbval-lax solutions $(NBVAL) $(PARALLEL) -q
@@ -68,7 +72,8 @@ labs: $(INSTALLED)
 	$(RUN) $(BIN)/python -m helpers.course.labs generate
 
 grade: $(INSTALLED)
-	$(RUN) $(BIN)/python -m helpers.course.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES)
+	$(RUN) $(BIN)/python -m helpers.course.grading --lab $(LAB) --submissions $(SUBMISSIONS) --out $(GRADES) \
+		$(if $(filter-out auto,$(JOBS)),--jobs $(JOBS))
 
 lab: $(INSTALLED)
 	$(RUN) $(BIN)/jupyter lab --allow-root

@@ -1,7 +1,8 @@
 """nbgrader's configuration: the course root is this folder; solutions/ is the source, labs/ the release.
 
-Teachers grade with `make grade LAB=... SUBMISSIONS=...` (see helpers/grading.py), which runs nbgrader
-in a temporary course folder with this same file, so the repository never holds student work.
+Teachers grade with `make grade LAB=... SUBMISSIONS=...` (see helpers/course/grading.py), which does not use
+nbgrader: it reads the same nbgrader metadata and runs each lab's tests itself, in a sandbox per submission.
+nbgrader's own commands (generate_assignment, the formgrader's autograde) use this file.
 """
 
 import os

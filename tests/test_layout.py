@@ -177,3 +177,12 @@ def test_the_wheel_ships_every_subpackage(tmp_path):
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert str(env_dir) in result.stdout
+
+
+def test_what_every_notebook_imports_first_stays_light():
+    """helpers.profile, helpers.checks and helpers.paths load no system's code (their cost is torch's import)."""
+    probe = ("import sys, helpers.profile, helpers.checks, helpers.paths; "
+             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'helpers')))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    assert result.stdout.split() == ["helpers", "helpers._moved", "helpers.checks", "helpers.course",
+                                     "helpers.course.deps", "helpers.paths", "helpers.profile"]

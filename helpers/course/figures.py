@@ -37,7 +37,9 @@ def machine() -> str:
     device = get_device()
     if device.type == "cuda":
         return f"1 × {torch.cuda.get_device_name(device)}"
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)})"
+    threads = torch.get_num_threads()
+    load = f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""
+    return f"CPU ({platform.machine()}, {threads} thread{'s' * (threads > 1)}{load})"
 
 
 def record_figures(lab: str, rows: Sequence[Mapping[str, Any]], profile: str | None = None) -> Path | None:

@@ -1,36 +1,53 @@
-"""Grade a folder of lab submissions with nbgrader; every student gets a grade and a reason, none stops the batch.
+"""Grade a folder of lab submissions, each in its own sandbox, several at once; every student gets a true reason.
 
-    python -m helpers.course.grading --lab lab0_warmup --submissions FOLDER --out grades
+    python -m helpers.course.grading --lab lab0_warmup --submissions FOLDER --out grades [--jobs N]
     (or: make grade LAB=lab0_warmup SUBMISSIONS=FOLDER)
 
 FOLDER holds one folder per student, with the student's notebook inside: ``FOLDER/<student>/<lab>.ipynb``
 (nbgrader's ``submitted/<student>/<lab>/<lab>.ipynb`` layout works too). The grader writes
-``OUT/grades.csv`` (student, lab, score, max_score, status, reason) and ``OUT/feedback/<student>.html``.
+``OUT/grades.csv`` (student, lab, score, max_score, status, reason), one row per student in name order, and
+``OUT/feedback/<student>.html``.
 
-Each submission is graded by nbgrader in its own process, in a throw-away course folder, in the ``smoke``
-profile, with a time limit per cell (an endless loop costs only its part) and per student. Graded test cells
-are always restored from the source before grading; an edit to them is reported in the reason.
+Each submission runs in a bubblewrap sandbox (helpers.course.sandbox) that holds only the released lab and that
+student's notebook. Inside, a trusted runner (helpers.course.testrun) loads only the definitions of the student's
+cells (helpers.course.restricted) and runs the lab's own tests, hidden ones included (helpers.course.submission),
+reporting each outcome on a signed stream. The score is the sum of the points of the tests the grader saw pass. A test
+that runs past its time limit, or a grading process that dies, costs that test only: the runner is started
+again for the remaining tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import html
+import json
+import os
+import queue
+import secrets
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, fields
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from helpers.course.deps import MissingDependency, require
-from helpers.course.labs import lab_ids, make_course_dir, release, run_nbgrader
-from helpers.course.notebooks import NotebookError, load
+from helpers.course.labs import lab_ids
+from helpers.course.sandbox import Finished, Limits, Sandbox, SandboxUnavailable
+from helpers.course.submission import Lab, Program, SubmissionError, load_lab, read_notebook
+from helpers.course.testrun import verify
+from helpers.paths import LABS_DIR, SOLUTIONS_DIR
 
-nbformat = require("nbformat", purpose="Grading")
-
-CELL_TIMEOUT = 60  # seconds one cell may run during grading
+CELL_TIMEOUT = 60  # seconds one test cell may run
+LOAD_TIMEOUT = 300  # seconds the lab's set-up and the student's definitions may take, between tests
 STUDENT_TIMEOUT = 900  # seconds all of one student's grading may take
+OUTPUT_CHARS = 20_000  # printed characters of a test kept for the feedback
+FEEDBACK_BYTES = 256_000  # the most one feedback page may hold
+FIRST_UID = 62000  # when grading as root, each parallel slot runs as its own unprivileged user from here
+RUNNER = [sys.executable, "-I", "-m", "helpers.course.testrun"]
 
 
 @dataclass
@@ -45,6 +62,34 @@ class GradeRow:
     reason: str
 
 
+@dataclass
+class Outcome:
+    """One test's outcome as the grader saw it."""
+
+    passed: bool
+    why: str | None = None
+    output: str = ""  # what the test printed before its hidden part (the first OUTPUT_CHARS characters)
+    output_chars: int = 0
+    hidden_chars: int = 0  # what it printed during its hidden part: counted, never shown
+
+
+@dataclass
+class Graded:
+    """Everything known about one submission once it is graded."""
+
+    row: GradeRow
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # for the feedback only (skipped statements, ...)
+
+
+@dataclass
+class Settings:
+    cell_timeout: int = CELL_TIMEOUT
+    load_timeout: int = LOAD_TIMEOUT
+    student_timeout: int = STUDENT_TIMEOUT
+    limits: Limits = field(default_factory=Limits)
+
+
 def find_notebook(student_dir: Path, lab: str) -> Path | None:
     """The student's notebook for ``lab``: <lab>.ipynb, <lab>/<lab>.ipynb, or the only notebook there."""
     for candidate in (student_dir / f"{lab}.ipynb", student_dir / lab / f"{lab}.ipynb"):
@@ -54,95 +99,216 @@ def find_notebook(student_dir: Path, lab: str) -> Path | None:
     return notebooks[0] if len(notebooks) == 1 else None
 
 
-def graded_sources(nb: nbformat.NotebookNode) -> dict[str, str]:
-    """grade_id → source of every graded (autograder test) cell."""
-    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
-            if c.get("metadata", {}).get("nbgrader", {}).get("grade") and c.cell_type == "code"}
-
-
-def edited_tests(submission: nbformat.NotebookNode, *originals: nbformat.NotebookNode) -> list[str]:
-    """Graded test cells whose source matches none of the originals (release or source); deleted ones too."""
-    known = [graded_sources(nb) for nb in originals]
-    submitted = graded_sources(submission)
-    edited = []
-    for grade_id in known[0]:
-        if grade_id not in submitted:
-            edited.append(f"{grade_id} (deleted)")
-        elif all(submitted[grade_id].strip() != k.get(grade_id, "").strip() for k in known):
-            edited.append(grade_id)
-    return edited
-
-
-def _first_line(text: str, limit: int = 200) -> str:
-    line = next((s for s in text.strip().splitlines() if s.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def lost_points(autograded: nbformat.NotebookNode, timeout: int) -> list[str]:
-    """One phrase per test cell that did not pass, with the error it raised."""
-    reasons = []
-    for cell in autograded.cells:
-        nbg = cell.get("metadata", {}).get("nbgrader", {})
-        if not nbg.get("grade") or cell.cell_type != "code":
-            continue
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        if not errors:
-            continue
-        error = errors[-1]
-        if error.get("ename") in {"CellTimeoutError", "KeyboardInterrupt"}:
-            why = f"stopped after {timeout} s (an endless loop?)"
-        elif error.get("ename") == "NotImplementedError":
-            why = "not written yet (the code still raises NotImplementedError)"
-        else:
-            why = f"{error.get('ename')}: {_first_line(error.get('evalue', ''))}".rstrip(": ")
-        reasons.append(f"{nbg['grade_id']} ({nbg.get('points', 0):g} points): {why}")
-    return reasons
-
-
 def student_folders(submissions: Path) -> list[Path]:
     return sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def grade_one(course_dir: Path, lab: str, student: str, notebook: Path, release_nb: nbformat.NotebookNode,
-              source_nb: nbformat.NotebookNode, cell_timeout: int) -> GradeRow:
-    """Autograde one submission in ``course_dir`` (which already holds the released lab)."""
-    Gradebook = require("nbgrader.api", package="nbgrader", purpose="Grading").Gradebook
+class Attempt:
+    """One run of the runner for one submission: the signed records it sent, and the deadlines they imply."""
 
-    try:
-        submission = load(notebook)
-    except NotebookError as exc:
-        return GradeRow(student, lab, 0, 0, "not graded", f"the notebook could not be read: it{exc.problem}")
-    edited = edited_tests(submission, release_nb, source_nb)
+    def __init__(self, key: bytes, tests: set[str], settings: Settings, final: float) -> None:
+        self.key, self.tests, self.settings, self.final = key, tests, settings, final
+        self.results: dict[str, Outcome] = {}
+        self.notes: list[str] = []
+        self.current: str | None = None  # the test running now
+        self.loading = "the lab's set-up"  # what was loading when no test was running
+        self.done, self.unsigned = False, 0
+        self.deadline = min(final, time.monotonic() + settings.load_timeout)
 
-    target = course_dir / "submitted" / student / lab / f"{lab}.ipynb"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(notebook, target)
-    args = ["autograde", lab, "--student", student, "--force", "--create",
-            f"--Execute.timeout={cell_timeout}"]
-    try:
-        result = run_nbgrader(args, course_dir, timeout=STUDENT_TIMEOUT, env={"COURSE_PROFILE": "smoke"})
-    except subprocess.TimeoutExpired:
-        return GradeRow(student, lab, 0, 0, "not graded",
-                        f"grading took longer than {STUDENT_TIMEOUT} s and was stopped")
-    autograded_path = course_dir / "autograded" / student / lab / f"{lab}.ipynb"
-    if result.returncode != 0 or not autograded_path.is_file():
-        log = result.stdout + result.stderr
-        errors = [line for line in log.splitlines() if "[ERROR]" in line or "Error" in line]
-        detail = _first_line(errors[-1] if errors else log[-300:] or "no output")
-        return GradeRow(student, lab, 0, 0, "not graded", f"nbgrader could not grade it: {detail}")
+    def on_line(self, line: str) -> float:
+        record = verify(line, self.key)
+        kind = record.get("kind") if record else None
+        test = record.get("test") if record else None
+        now = time.monotonic()
+        if record is None:
+            self.unsigned += bool(line.strip())
+        elif kind == "start" and test in self.tests:
+            self.current, self.deadline = test, min(self.final, now + self.settings.cell_timeout)
+        elif kind == "result" and test in self.tests:
+            why = str(record.get("why") or "") or None
+            self.results[test] = Outcome(record.get("passed") is True and why is None, why,
+                                         str(record.get("output", "")), int(record.get("output_chars") or 0),
+                                         int(record.get("hidden_chars") or 0))
+            self.current, self.deadline = None, min(self.final, now + self.settings.load_timeout)
+        elif kind == "loading":
+            self.loading = f"the definitions of cell {record.get('label')}"
+        elif kind == "loaded":
+            self.notes += [f"cell {record.get('label')}: {s}" for s in record.get("skipped") or []]
+            self.notes += [f"cell {record.get('label')}: {n} was not loaded: {why}"
+                           for n, why in (record.get("not_loaded") or {}).items()]
+        elif kind == "note":
+            self.notes.append(str(record.get("text")))
+        elif kind == "done":
+            self.done = True
+        return self.deadline
 
-    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gradebook:
-        graded = gradebook.find_submission(lab, student)
-        score, max_score = float(graded.score), float(graded.max_score)
-    reasons = lost_points(nbformat.read(autograded_path, as_version=4), cell_timeout)
-    if edited:
-        reasons.insert(0, "edited test cells " + ", ".join(edited) + " were restored from the source before grading")
-    if not reasons:
-        reasons = ["all tests pass"] if score == max_score else ["points lost in manually graded cells"]
-    return GradeRow(student, lab, score, max_score, "graded", "; ".join(reasons))
+    def why_stopped(self, finished: Finished) -> str:
+        """One line that says truthfully why the runner ended before finishing."""
+        limits = self.settings.limits
+        if finished.stopped == "deadline":
+            if time.monotonic() >= self.final - 0.5:
+                return f"stopped: all of one student's grading may take {self.settings.student_timeout} s"
+            if self.current:
+                return f"stopped after {self.settings.cell_timeout} s (the time limit of a test cell)"
+            return f"stopped after {self.settings.load_timeout} s while loading {self.loading}"
+        if finished.stopped == "output":
+            return f"stopped: it wrote more than {limits.stream_bytes >> 20} MB to its error stream"
+        code = finished.returncode
+        signum = -code if code < 0 else code - 128 if code > 128 else 0
+        name = signal.Signals(signum).name if signum in signal.valid_signals() else None
+        if name == "SIGXCPU":
+            return f"the grading process was stopped: it used its {limits.cpu_seconds} s of CPU time"
+        if name == "SIGXFSZ":
+            return f"the grading process was stopped: it wrote a file larger than {limits.file_bytes >> 20} MB"
+        if name:
+            return f"the grading process died ({name}{': out of memory?' if name == 'SIGKILL' else ''})"
+        last = next((s for s in reversed(finished.stderr_tail.splitlines()) if s.strip()), "")
+        return f"the grading process exited with status {code}" + (f" ({last.strip()[:200]})" if last else "")
 
 
-def grade(lab: str, submissions: Path, out: Path, cell_timeout: int = CELL_TIMEOUT) -> list[GradeRow]:
+class Grader:
+    """Grades the submissions of one lab; safe to call from several threads at once."""
+
+    def __init__(self, lab: Lab, sandbox: Sandbox, settings: Settings, workspace: Path, slots: int) -> None:
+        self.lab, self.sandbox, self.settings, self.workspace = lab, sandbox, settings, workspace
+        self.slots: queue.Queue[int] = queue.Queue()
+        for slot in range(slots):
+            self.slots.put(slot)
+
+    def uid(self, slot: int) -> int | None:
+        """The user a slot's runner drops to when grading as root in the sandbox (without it, Python itself may be
+        unreadable to another user, as under /root)."""
+        return FIRST_UID + slot if os.geteuid() == 0 and not self.sandbox.unsafe else None
+
+    def job(self, program: Program, skip: list[str], key: bytes, uid: int | None) -> bytes:
+        limits = asdict(self.settings.limits)
+        if self.sandbox.unsafe:
+            limits["processes"] = None  # without a sandbox, a process limit would count the teacher's own processes
+        return json.dumps({"key": key.hex(), "uid": uid, "limits": limits, "program": program.steps,
+                           "graded": program.graded, "skip": skip, "output_chars": OUTPUT_CHARS,
+                           "paths": [str(p) for p in self.sandbox.extra_paths]}).encode()
+
+    def run_program(self, program: Program, folder: Path | None) -> tuple[dict[str, Outcome], list[str]]:
+        """Run the program until every test has an outcome (restarting after a test that stopped the runner)."""
+        final = time.monotonic() + self.settings.student_timeout
+        tests = {t.id for t in program.tests}
+        outcomes: dict[str, Outcome] = {}
+        notes: list[str] = []
+        slot = self.slots.get()
+        uid = self.uid(slot)
+        try:
+            while len(outcomes) < len(tests):
+                key = secrets.token_bytes(32)
+                attempt = Attempt(key, tests - set(outcomes), self.settings, final)
+                finished = self.sandbox.run(RUNNER, self.job(program, sorted(outcomes), key, uid), folder,
+                                            attempt.on_line, attempt.deadline)
+                outcomes.update(attempt.results)
+                notes += [n for n in attempt.notes if n not in notes]
+                if attempt.unsigned:
+                    notes.append(f"the grader ignored {attempt.unsigned} unsigned lines on its result stream")
+                if attempt.done:
+                    for test in tests - set(outcomes):  # its result line arrived damaged
+                        outcomes[test] = Outcome(False, "the grader received no readable result for this test")
+                    break
+                why = attempt.why_stopped(finished)
+                if attempt.current:
+                    outcomes[attempt.current] = Outcome(False, why)
+                if (attempt.current or attempt.results) and time.monotonic() < final - 0.5:
+                    continue  # start again for the tests that remain
+                for test in tests - set(outcomes):  # it stopped while loading, or no time is left: none can run
+                    outcomes[test] = Outcome(False, why)
+        finally:
+            self.slots.put(slot)
+        return outcomes, notes
+
+    def grade(self, student: str, folder: Path) -> Graded:
+        """Grade one student's folder; never raises (a failure of the grader itself becomes the reason)."""
+        try:
+            return self._grade(student, folder)
+        except Exception as exc:  # noqa: BLE001 - one submission must not stop the batch
+            return Graded(self._row(student, 0.0, "not graded",
+                                    f"the grader failed on this submission ({type(exc).__name__}: {exc})"))
+
+    def _row(self, student: str, score: float, status: str, reason: str) -> GradeRow:
+        return GradeRow(student, self.lab.id, score, self.lab.max_score, status, reason)
+
+    def _grade(self, student: str, folder: Path) -> Graded:
+        notebook = find_notebook(folder, self.lab.id)
+        if notebook is None:
+            return Graded(self._row(student, 0.0, "not graded",
+                                    f"no notebook found (expected {folder.name}/{self.lab.id}.ipynb)"))
+        try:
+            program = self.lab.program(read_notebook(notebook))
+        except SubmissionError as exc:
+            return Graded(self._row(student, 0.0, "not graded", str(exc)))
+        place = Path(tempfile.mkdtemp(prefix="student-", dir=self.workspace))
+        try:
+            shutil.copytree(LABS_DIR / self.lab.id, place / self.lab.id)  # the released lab ...
+            shutil.copy(notebook, place / self.lab.id / f"{self.lab.id}.ipynb")  # ... with this student's notebook
+            place.chmod(0o755)
+            outcomes, notes = self.run_program(program, place / self.lab.id)
+        finally:
+            shutil.rmtree(place, ignore_errors=True)
+        score = float(sum(t.points for t in program.tests if outcomes[t.id].passed))
+        reasons = list(program.repairs)
+        reasons += [f"{t.id} ({t.points:g} points): {outcomes[t.id].why}" for t in program.tests
+                    if not outcomes[t.id].passed]
+        reasons += [f"{t.id} printed {outcomes[t.id].output_chars:,} characters (the feedback keeps the first "
+                    f"{OUTPUT_CHARS:,})" for t in program.tests if outcomes[t.id].output_chars > OUTPUT_CHARS]
+        reasons += [n for n in notes if n.startswith("the grader ignored")]
+        if score == self.lab.max_score:
+            reasons.append("all tests pass")
+        reason = "; ".join(r.replace("\n", " ") for r in reasons)
+        return Graded(self._row(student, score, "graded", reason), outcomes, notes)
+
+
+def feedback_html(graded: Graded, tests: list) -> str:
+    """The student's feedback page: every test, its points and why it failed, and what the grader repaired.
+
+    Everything from the submission is escaped; the page is cut to FEEDBACK_BYTES. It never shows a test's source."""
+    row, e = graded.row, html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(row.lab)}: {e(row.student)}</title></head>"
+             f"<body><h1>{e(row.lab)}: {row.score:g} / {row.max_score:g}</h1><p>{e(row.reason)}</p>"]
+    if graded.outcomes:
+        parts.append("<table border='1'><tr><th>test</th><th>points</th><th>result</th></tr>")
+        for t in tests:
+            o = graded.outcomes[t.id]
+            result = "passed" if o.passed else f"failed: {o.why}"
+            parts.append(f"<tr><td>{e(t.id)}</td><td>{t.points if o.passed else 0:g} / {t.points:g}</td>"
+                         f"<td>{e(result)}</td></tr>")
+        parts.append("</table>")
+    if graded.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in graded.notes) + "</ul>")
+    for t in tests:
+        o = graded.outcomes.get(t.id)
+        if o and (o.output or o.hidden_chars):
+            hidden = f"<p>({o.hidden_chars:,} characters printed by its hidden tests are not shown)</p>"
+            parts.append(f"<h3>Output of {e(t.id)}</h3><pre>{e(o.output)}</pre>{hidden if o.hidden_chars else ''}")
+    page = "".join(parts)
+    if len(page.encode()) > FEEDBACK_BYTES:
+        page = page.encode()[: FEEDBACK_BYTES - 100].decode("utf-8", "ignore")
+        page = page[: page.rfind("<")] + "<p>(cut: this page holds at most 256 kB)</p>"
+    return page + "</body></html>"
+
+
+def write_csv(rows: list[GradeRow], path: Path) -> None:
+    temporary = path.with_suffix(".csv.part")
+    with open(temporary, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(GradeRow)])
+        writer.writeheader()
+        writer.writerows(asdict(row) for row in rows)
+    temporary.replace(path)
+
+
+def default_jobs(limits: Limits) -> int:
+    """All cores, but no more submissions at once than the memory holds at their limit."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, min(cores, memory // limits.memory_bytes))
+
+
+def grade(lab: str, submissions: Path, out: Path, cell_timeout: int = CELL_TIMEOUT, jobs: int | None = None,
+          unsafe: bool = False) -> list[GradeRow]:
     """Grade every student folder in ``submissions``; write ``out/grades.csv`` and ``out/feedback/``."""
     if lab not in lab_ids():
         raise SystemExit(f"There is no lab {lab!r}; the labs are: {', '.join(lab_ids())}.")
@@ -151,41 +317,68 @@ def grade(lab: str, submissions: Path, out: Path, cell_timeout: int = CELL_TIMEO
     students = student_folders(submissions)
     if not students:
         raise SystemExit(f"{submissions} holds no student folders (expected {submissions}/<student>/{lab}.ipynb).")
-
-    rows: list[GradeRow] = []
+    settings = Settings(cell_timeout=cell_timeout)
+    extra = [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    try:
+        sandbox = Sandbox(settings.limits, unsafe=unsafe, extra_paths=extra)
+    except SandboxUnavailable as exc:
+        raise SystemExit(str(exc)) from None
+    if unsafe:
+        print("WARNING: grading without a sandbox (--unsafe-no-sandbox): the students' code runs with your rights.",
+              file=sys.stderr)
+    jobs = jobs or default_jobs(settings.limits)
     (out / "feedback").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="grading-") as tmp:
-        course_dir = make_course_dir(Path(tmp))
-        released = release(course_dir, lab)
-        release_nb = nbformat.read(released / f"{lab}.ipynb", as_version=4)
-        source_nb = nbformat.read(course_dir / "solutions" / lab / f"{lab}.ipynb", as_version=4)
-        for folder in students:
-            notebook = find_notebook(folder, lab)
-            if notebook is None:
-                row = GradeRow(folder.name, lab, 0, 0, "not graded",
-                               f"no notebook found (expected {folder.name}/{lab}.ipynb)")
-            else:
-                row = grade_one(course_dir, lab, folder.name, notebook, release_nb, source_nb, cell_timeout)
-            if row.status == "not graded":
-                row.max_score = float(sum(c.metadata["nbgrader"].get("points", 0) for c in source_nb.cells
-                                          if c.get("metadata", {}).get("nbgrader", {}).get("grade")))
-            else:
-                run_nbgrader(["generate_feedback", lab, "--student", folder.name, "--force"], course_dir,
-                             timeout=300)
-                html = course_dir / "feedback" / folder.name / lab / f"{lab}.html"
-                if html.is_file():
-                    shutil.copy(html, out / "feedback" / f"{folder.name}.html")
-            rows.append(row)
-            print(f"{row.student}: {row.score:g}/{row.max_score:g} ({row.status}) {row.reason}", flush=True)
-            write_csv(rows, out / "grades.csv")  # after every student: a later crash keeps earlier grades
-    return rows
+    rows: dict[str, GradeRow] = {}
+    lock = threading.Lock()
+    with tempfile.TemporaryDirectory(prefix="grading-") as tmp, stop_on_signals():
+        grader = Grader(load_lab(lab, SOLUTIONS_DIR, LABS_DIR), sandbox, settings, Path(tmp), jobs)
+        preflight(grader)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(grader.grade, folder.name, folder): folder for folder in students}
+            try:
+                for future in as_completed(futures):
+                    graded = future.result()
+                    row = graded.row
+                    if graded.outcomes:
+                        (out / "feedback" / f"{row.student}.html").write_text(
+                            feedback_html(graded, grader.lab.tests), encoding="utf-8")
+                    print(f"{row.student}: {row.score:g}/{row.max_score:g} ({row.status}) {row.reason}", flush=True)
+                    with lock:
+                        rows[row.student] = row
+                        write_csv([rows[s] for s in sorted(rows)], out / "grades.csv")  # a crash keeps these
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                sandbox.kill_all()
+                raise
+    return [rows[s] for s in sorted(rows)]
 
 
-def write_csv(rows: list[GradeRow], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(GradeRow)])
-        writer.writeheader()
-        writer.writerows(asdict(row) for row in rows)
+def preflight(grader: Grader) -> None:
+    """Start the runner once in the sandbox with nothing to run: a broken set-up stops here, not as zeros."""
+    key = secrets.token_bytes(32)
+    attempt = Attempt(key, set(), grader.settings, time.monotonic() + 120)
+    program = Program([], [], [])
+    finished = grader.sandbox.run(RUNNER, grader.job(program, [], key, grader.uid(0)),
+                                  None, attempt.on_line, attempt.deadline)
+    if not attempt.done:
+        raise SystemExit(f"The sandbox cannot run the grader's test runner ({attempt.why_stopped(finished)}); "
+                         f"no submission was graded. Its last words:\n{finished.stderr_tail[-2000:]}")
+
+
+class stop_on_signals:
+    """Turn SIGTERM and SIGHUP into SystemExit, so that temporary folders are removed and sandboxes killed."""
+
+    def __enter__(self) -> None:
+        self.previous = {s: signal.signal(s, self.stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    @staticmethod
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(f"stopped by {signal.Signals(signum).name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,16 +386,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lab", required=True, help="the lab's id, e.g. lab0_warmup")
     parser.add_argument("--submissions", required=True, type=Path, help="one folder per student")
     parser.add_argument("--out", type=Path, default=Path("grades"), help="where grades.csv and feedback/ go")
-    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help="seconds a cell may run")
+    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT, help="seconds a test cell may run")
+    parser.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: all cores)")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="grade without bubblewrap: the students' code runs with your rights")
     args = parser.parse_args(argv)
-    try:
-        require("nbgrader", purpose="Grading")
-        rows = grade(args.lab, args.submissions, args.out, args.cell_timeout)
-    except MissingDependency as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(f"Graded {sum(r.status == 'graded' for r in rows)} of {len(rows)} submissions; "
-          f"wrote {args.out / 'grades.csv'} and {args.out / 'feedback'}/")
+    started = time.monotonic()
+    rows = grade(args.lab, args.submissions, args.out, args.cell_timeout, args.jobs, args.unsafe_no_sandbox)
+    print(f"Graded {sum(r.status == 'graded' for r in rows)} of {len(rows)} submissions in "
+          f"{time.monotonic() - started:.0f} s; wrote {args.out / 'grades.csv'} and {args.out / 'feedback'}/")
     return 0
 
 

@@ -21,7 +21,7 @@ def test_record_figures_writes_only_in_a_measuring_run(tmp_path, monkeypatch):
                                   profile="cpu")
     saved = json.loads(path.read_text())
     assert path == tmp_path / "lab9_cpu.json" and saved["profile"] == "cpu" and saved["rows"][0]["loss"] == 1.23456
-    assert saved["machine"].startswith("CPU")
+    assert saved["machine"].startswith("CPU (") and "load average" in saved["machine"]
     with pytest.raises(ValueError, match="non-empty list"):
         figures.record_figures("lab9", [], profile="cpu")
 

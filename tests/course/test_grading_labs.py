@@ -1,6 +1,7 @@
 """Every lab grades cleanly: its solution gets full marks, its untouched student version zero, with no error.
 
-(tests/course/test_grading.py covers broken submissions in depth on lab 0; here each further lab gets the two ends.)
+(tests/test_grading.py covers broken and hostile submissions in depth on lab 0; here each further lab gets the two
+ends, in the sandbox where bubblewrap is installed, and lab 0 once without it, as `--unsafe-no-sandbox` grades.)
 """
 
 import csv
@@ -15,10 +16,11 @@ from helpers.paths import LABS_DIR, REPO_ROOT, SOLUTIONS_DIR
 
 pytestmark = pytest.mark.slow
 FURTHER_LABS = [lab for lab in lab_ids() if lab != "lab0_warmup"]
+NO_SANDBOX = ["--unsafe-no-sandbox"]
+SANDBOX = [] if shutil.which("bwrap") else NO_SANDBOX
 
 
-@pytest.mark.parametrize("lab", FURTHER_LABS)
-def test_solution_full_marks_and_untouched_zero(lab, tmp_path):
+def grade_both_ends(lab, tmp_path, flags):
     submissions = tmp_path / "submissions"
     for student, source in [("solution", SOLUTIONS_DIR), ("untouched", LABS_DIR)]:
         (submissions / student).mkdir(parents=True)
@@ -26,8 +28,7 @@ def test_solution_full_marks_and_untouched_zero(lab, tmp_path):
     out = tmp_path / "grades"
     result = subprocess.run(
         [sys.executable, "-m", "helpers.course.grading", "--lab", lab, "--submissions", str(submissions),
-         "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1500,
+         "--out", str(out), *flags], capture_output=True, text=True, cwd=REPO_ROOT, timeout=1500,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with open(out / "grades.csv", newline="") as f:
@@ -38,3 +39,14 @@ def test_solution_full_marks_and_untouched_zero(lab, tmp_path):
     assert solution["reason"] == "all tests pass"
     assert (untouched["status"], float(untouched["score"])) == ("graded", 0), untouched
     assert "not written yet" in untouched["reason"]
+    return result
+
+
+@pytest.mark.parametrize("lab", FURTHER_LABS)
+def test_solution_full_marks_and_untouched_zero(lab, tmp_path):
+    grade_both_ends(lab, tmp_path, SANDBOX)
+
+
+def test_without_a_sandbox_the_flag_grades_by_the_same_rules_and_warns(tmp_path):
+    result = grade_both_ends("lab0_warmup", tmp_path, NO_SANDBOX)
+    assert "WARNING: grading without a sandbox (--unsafe-no-sandbox)" in result.stderr
