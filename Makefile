@@ -58,6 +58,7 @@ test: $(INSTALLED)
 	@# the data the chapters read, built before the notebooks run in parallel (a notebook that built it would show a
 	@# progress bar that its committed outputs do not have)
 	$(RUN) $(BIN)/python data/sam/scenes.py --profile smoke
+	$(RUN) $(BIN)/python data/zero123/views.py --profile smoke
 	$(RUN) $(TEST_ENV) $(BIN)/pytest tests chapters --nbval $(NBVAL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		$(PARALLEL) -q
 	$(RUN) $(TEST_ENV) COURSE_PROFILE=smoke $(BIN)/pytest --nbval-lax solutions $(NBVAL) $(PARALLEL) -q
