@@ -98,11 +98,29 @@ def sharpness(prediction: torch.Tensor, truth: torch.Tensor, cutoff: float = HIG
     return float(high_frequency_energy(prediction, cutoff).sum() / high_frequency_energy(truth, cutoff).sum())
 
 
+IMAGE_METRICS = ("PSNR", "SSIM", "PSNR (object)", "SSIM (object)")  # one number per image
+
+
+def per_image(prediction: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+    """PSNR and SSIM of each generated view (B,), over the whole image and over the object's box (masks: the true
+    views' foreground, (B, H, W))."""
+    boxes = object_boxes(masks)
+    return {"PSNR": psnr(prediction, truth), "SSIM": ssim(prediction, truth),
+            "PSNR (object)": psnr(prediction, truth, boxes), "SSIM (object)": ssim(prediction, truth, boxes)}
+
+
 def scores(prediction: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor | np.ndarray) -> dict[str, float]:
     """Mean PSNR and SSIM over the whole images and over the objects' boxes, and the sharpness, of a batch of
     generated views against the true ones (masks: the true views' foreground, (B, H, W))."""
-    boxes = object_boxes(masks)
-    return {"PSNR": float(psnr(prediction, truth).mean()), "SSIM": float(ssim(prediction, truth).mean()),
-            "PSNR (object)": float(psnr(prediction, truth, boxes).mean()),
-            "SSIM (object)": float(ssim(prediction, truth, boxes).mean()),
-            "sharpness": sharpness(prediction, truth)}
+    means = {name: float(values.mean()) for name, values in per_image(prediction, truth, masks).items()}
+    return {**means, "sharpness": sharpness(prediction, truth)}
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of a − b over the same images (B,) and its standard error, std(a − b) / √B: how far method a is ahead of
+    method b, and how sure (pairing removes what the images share, such as an object that is hard for both)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"expected two score vectors (B,) of one length B ≥ 2, got {a.shape} and {b.shape}")
+    d = a - b
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))

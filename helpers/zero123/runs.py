@@ -67,6 +67,7 @@ class Recipe:
     ddim_steps: int = 25
     guidance: float = 3.0
     eta: float = 0.0
+    mean_of: int = 4  # samples averaged per pair for the estimate of the posterior mean view
 
     def replace(self, **changes: object) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -74,7 +75,8 @@ class Recipe:
 
 RECIPES = {
     "smoke": Recipe(train_objects=60, pairs_per_object=2, autoencoder_channels=(8, 16, 32), autoencoder_steps=40,
-                    unet_channels=(16, 32), embed_dim=32, encoder_channels=(8, 16, 32), steps=40, ddim_steps=10),
+                    unet_channels=(16, 32), embed_dim=32, encoder_channels=(8, 16, 32), steps=40, ddim_steps=10,
+                    mean_of=2),
     "cpu": Recipe(),
     "gpu": Recipe(image_size=64, autoencoder_channels=(32, 64, 128, 128), autoencoder_steps=3000,
                   unet_channels=(64, 128, 128), attention=(True, True, False), heads=4, embed_dim=128,
@@ -348,6 +350,19 @@ def baselines(pairs: Pairs, train: Views) -> dict[str, torch.Tensor]:
 def score_table(predictions: dict[str, torch.Tensor], pairs: Pairs) -> dict[str, dict[str, float]]:
     """Method → :func:`helpers.zero123.metrics.scores` against the pairs' true views."""
     return {name: metrics.scores(views, pairs.truth, pairs.masks) for name, views in predictions.items()}
+
+
+def per_image_table(predictions: dict[str, torch.Tensor], pairs: Pairs) -> dict[str, dict[str, np.ndarray]]:
+    """Method → :func:`helpers.zero123.metrics.per_image` (each pair's PSNR and SSIM, whole and on the box)."""
+    return {name: metrics.per_image(views, pairs.truth, pairs.masks) for name, views in predictions.items()}
+
+
+def paired_gaps(per_image: dict[str, dict[str, np.ndarray]], method: str,
+                against: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """How far ``method`` is ahead of each method in ``against`` on the same pairs: baseline → metric → (mean gap,
+    standard error) (:func:`helpers.zero123.metrics.paired_difference`), for PSNR and SSIM, whole and on the box."""
+    return {other: {name: metrics.paired_difference(per_image[method][name], per_image[other][name])
+                    for name in metrics.IMAGE_METRICS} for other in against}
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # run as `python scripts/zero123/recipe.py` from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from helpers.common.loop import History  # noqa: E402
 from helpers.profile import get_device, seed_everything  # noqa: E402
 from helpers.zero123 import runs, views  # noqa: E402
 from helpers.zero123.autoencoder import latent_scale_factor  # noqa: E402
@@ -51,6 +52,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, runs.Recip
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write every measurement to this JSON file")
     parser.add_argument("--save", type=Path, help="save the trained networks (state dicts) and the scale here")
+    parser.add_argument("--load", type=Path, help="use the networks --save wrote (same sizes) instead of training them")
+    parser.add_argument("--samples", type=int, default=1, help="also score the average of this many samples per pair")
     for field in dataclasses.fields(runs.Recipe):
         parser.add_argument("--" + field.name.replace("_", "-"), dest=field.name,
                             choices=LOSS_WEIGHTINGS if field.name == "weighting" else None)
@@ -90,10 +93,15 @@ def main(argv: list[str] | None = None) -> None:
 
     seed_everything(args.seed)
     autoencoder = runs.build_autoencoder(recipe).to(device)
-    history = runs.train_autoencoder(autoencoder, train.images.flatten(0, 1), steps=recipe.autoencoder_steps,
-                                     lr=recipe.autoencoder_lr, batch_size=recipe.batch_size,
-                                     kl_weight=recipe.kl_weight, chroma_weight=recipe.chroma_weight,
-                                     generator=torch.Generator().manual_seed(args.seed), progress=False)
+    saved = torch.load(args.load) if args.load else {}
+    if "autoencoder" in saved:
+        autoencoder.load_state_dict(saved["autoencoder"])
+        history = History()
+    else:
+        history = runs.train_autoencoder(autoencoder, train.images.flatten(0, 1), steps=recipe.autoencoder_steps,
+                                         lr=recipe.autoencoder_lr, batch_size=recipe.batch_size,
+                                         kl_weight=recipe.kl_weight, chroma_weight=recipe.chroma_weight,
+                                         generator=torch.Generator().manual_seed(args.seed), progress=False)
     train_latents = runs.encode_views(autoencoder, train.images)
     test_latents = runs.encode_views(autoencoder, test.images)
     scale = 1.0 / train_latents.std().item()
@@ -102,9 +110,18 @@ def main(argv: list[str] | None = None) -> None:
            sampled_scale=round(latent_scale_factor(autoencoder, train.images[:64, 0].to(device)), 4),
            **{f"reconstruction {k}": round(v, 3) for k, v in runs.score_table({"": reconstructions},
                                                                            pairs)[""].items()})
-    table = runs.score_table(runs.baselines(pairs, train), pairs)
+    fixed = runs.baselines(pairs, train)
+    table = runs.score_table(fixed, pairs)
     for name, row in table.items():
         report(step="baseline", method=name, **{k: round(v, 3) for k, v in row.items()})
+    baseline_scores = runs.per_image_table(fixed, pairs)
+
+    def gaps(name: str, views: torch.Tensor) -> None:
+        """Paired gaps (mean ± standard error) of ``views`` over each untrained baseline."""
+        per_image = {**baseline_scores, **runs.per_image_table({name: views}, pairs)}
+        for other, row in runs.paired_gaps(per_image, name, list(fixed)).items():
+            report(step="gap", method=name, over=other,
+                   **{k: f"{m:+.3f} ± {se:.3f}" for k, (m, se) in row.items()})
 
     scheduler = DDIM(**ZERO123_DDIM)
     weights = loss_weights(scheduler, recipe.weighting)
@@ -131,7 +148,10 @@ def main(argv: list[str] | None = None) -> None:
         model = runs.build_zero123(recipe, latent_size).to(device)
         generator = torch.Generator().manual_seed(args.seed + 2)  # and see the same pairs
         during = dict(evaluate=evaluator(model, kind), eval_every=args.eval_every)
-        if kind == "diffusion":
+        if kind in saved:
+            model.load_state_dict(saved[kind])
+            history = History()
+        elif kind == "diffusion":
             history = runs.train_zero123(model, scheduler, train, train_latents, scale, steps=recipe.steps,
                                          lr=recipe.lr, batch_size=recipe.batch_size, weights=weights,
                                          generator=generator, progress=False, **during)
@@ -139,20 +159,27 @@ def main(argv: list[str] | None = None) -> None:
             history = runs.train_regression(model, train, train_latents, scale, steps=recipe.steps, lr=recipe.lr,
                                             batch_size=recipe.batch_size, generator=generator, progress=False,
                                             **during)
-        report(step=f"{kind} trained", seconds=round(history.seconds, 1),
-               loss_first=round(sum(history.losses[:50]) / 50, 4), loss_last=round(sum(history.losses[-50:]) / 50, 4))
+        if history.losses:
+            report(step=f"{kind} trained", seconds=round(history.seconds, 1),
+                   loss_first=round(sum(history.losses[:50]) / 50, 4),
+                   loss_last=round(sum(history.losses[-50:]) / 50, 4))
         if kind == "diffusion":
             for s in scales:
-                t0 = time.perf_counter()
-                out = runs.generate(model, autoencoder, scheduler, scale, pairs, test_latents,
-                                    steps=recipe.ddim_steps, guidance=s, eta=recipe.eta, seed=args.seed)
-                row = runs.score_table({"": out}, pairs)[""]
-                report(step="evaluation", method=f"diffusion, guidance {s:g}",
-                       seconds=round(time.perf_counter() - t0, 1), **{k: round(v, 3) for k, v in row.items()})
+                for n in sorted({1, args.samples}):
+                    t0 = time.perf_counter()
+                    out = runs.generate(model, autoencoder, scheduler, scale, pairs, test_latents,
+                                        steps=recipe.ddim_steps, guidance=s, eta=recipe.eta, seed=args.seed,
+                                        samples=n)
+                    name = f"diffusion, guidance {s:g}" + (f", mean of {n} samples" if n > 1 else "")
+                    row = runs.score_table({"": out}, pairs)[""]
+                    report(step="evaluation", method=name, seconds=round(time.perf_counter() - t0, 1),
+                           **{k: round(v, 3) for k, v in row.items()})
+                    gaps(name, out)
         else:
-            row = runs.score_table({"": runs.regression_views(model, autoencoder, scale, pairs, test_latents)},
-                                   pairs)[""]
+            out = runs.regression_views(model, autoencoder, scale, pairs, test_latents)
+            row = runs.score_table({"": out}, pairs)[""]
             report(step="evaluation", method="regression", **{k: round(v, 3) for k, v in row.items()})
+            gaps("regression", out)
         trained[kind] = model.state_dict()
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")
