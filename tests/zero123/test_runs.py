@@ -118,3 +118,17 @@ def test_the_average_of_samples_is_the_mean_of_single_samples():
     average = runs.generate(model, autoencoder, scheduler, 1.0, pairs, latents, samples=3, **kwargs)
     torch.testing.assert_close(average, sum(singles) / 3)
     assert not torch.equal(singles[0], singles[1])
+
+
+def test_paired_gaps_compare_methods_pair_by_pair():
+    views = fake_views()
+    pairs = runs.evaluation_pairs(views, per_object=2)
+    predictions = runs.baselines(pairs, views) | {"the truth": pairs.truth}
+    per_image = runs.per_image_table(predictions, pairs)
+    assert per_image["all background"]["PSNR"].shape == (12,)
+    gaps = runs.paired_gaps(per_image, "the truth", ["copy the input view", "all background"])
+    for other, row in gaps.items():
+        for metric, (mean, se) in row.items():
+            expected = per_image["the truth"][metric] - per_image[other][metric]
+            assert mean == pytest.approx(expected.mean()) and se == pytest.approx(expected.std(ddof=1) / 12 ** 0.5)
+            assert mean > 3 * se, (other, metric)  # the truth is ahead of every baseline, clearly
