@@ -48,6 +48,7 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, runs.Recip
     parser.add_argument("--scales", default="1,3", help="guidance scales to sample with, comma-separated")
     parser.add_argument("--eval-every", type=int, default=0)
     parser.add_argument("--no-regression", action="store_true")
+    parser.add_argument("--no-diffusion", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="write every measurement to this JSON file")
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         return evaluate if args.eval_every else None
 
     trained: dict[str, dict] = {}
-    for kind in ("diffusion",) + (() if args.no_regression else ("regression",)):
+    for kind in (() if args.no_diffusion else ("diffusion",)) + (() if args.no_regression else ("regression",)):
         seed_everything(args.seed + 1)  # both models start from the same weights
         model = runs.build_zero123(recipe, latent_size).to(device)
         generator = torch.Generator().manual_seed(args.seed + 2)  # and see the same pairs
