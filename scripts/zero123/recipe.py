@@ -4,13 +4,16 @@ measurement and writes them all to --out.
     python scripts/zero123/recipe.py --profile cpu                         # the lab's cpu recipe
     python scripts/zero123/recipe.py --profile cpu --weighting epsilon     # ... with latent diffusion's plain loss
     python scripts/zero123/recipe.py --profile cpu --steps 4000 --eval-every 1000 --no-regression
+    python scripts/zero123/recipe.py --profile cpu --samples 4 --save run.pt   # ... then --load run.pt --scales 1,5
 
 Steps: render (or read) the views; train the autoencoder; encode every view; train the pose-conditioned diffusion
-model and, unless --no-regression, the regression baseline of the same size for the same number of steps; generate
-the held-out objects' novel views with guided DDIM at each of --scales; score everything against the three
-untrained baselines (copy the input view, the mean training view, all background) with helpers.zero123.metrics.
---eval-every N scores the diffusion model (the first of --scales) and the regression every N steps on the first
-100 pairs.
+model (unless --no-diffusion) and, unless --no-regression, the regression baseline of the same size for the same
+number of steps; generate the held-out objects' novel views with guided DDIM at each of --scales (one sample per
+pair, and with --samples n also the mean of n samples); score everything against the three untrained baselines
+(copy the input view, the mean training view, all background) with helpers.zero123.metrics, and report each
+method's paired gaps over them (mean ± standard error over the pairs). --eval-every N scores the diffusion model
+(the first of --scales) and the regression every N steps on the first 100 pairs. --save keeps the trained networks;
+--load reuses those it holds (the autoencoder, the diffusion model, the regression) and trains the others.
 """
 
 from __future__ import annotations
