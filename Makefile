@@ -62,6 +62,7 @@ test: $(INSTALLED)
 	@# progress bar that its committed outputs do not have, and two that built the same file at once could clash)
 	$(RUN) $(BIN)/python data/sam/scenes.py --profile smoke
 	$(RUN) $(BIN)/python data/audiolm/chorales.py --profile smoke
+	$(RUN) $(BIN)/python data/zero123/views.py --profile smoke
 	$(RUN) $(TEST_ENV) $(BIN)/pytest tests chapters --nbval $(NBVAL) --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		$(PARALLEL) -q
 	$(RUN) $(TEST_ENV) COURSE_PROFILE=smoke $(BIN)/pytest --nbval-lax solutions $(NBVAL) $(PARALLEL) -q

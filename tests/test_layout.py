@@ -21,7 +21,8 @@ from helpers._moved import MOVED_MODULES
 from helpers.paths import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "helpers"
-RUNNERS = {"helpers.sam.runs"}  # whole lab runs: imported by notebooks and scripts, never by another module
+# whole lab runs: imported by notebooks and scripts, never by another module
+RUNNERS = {"helpers.sam.runs", "helpers.zero123.runs"}
 
 
 def module_name(path: Path) -> str:
@@ -91,12 +92,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_one_subpackage_per_system_and_each_says_where_to_start():
-    for package in ("llama", "sam", "common", "course"):
+    for package in ("llama", "sam", "zero123", "common", "course"):
         init = PACKAGE / package / "__init__.py"
         assert init.is_file(), f"helpers/{package}/ is a package"
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc.splitlines()) <= 16, f"helpers/{package}/__init__.py says what lives there, briefly"
-    for system in ("llama", "sam"):
+    for system in ("llama", "sam", "zero123"):
         assert (PACKAGE / system / "model.py").is_file(), f"helpers/{system}/model.py holds the model"
         assert (REPO_ROOT / "tests" / system).is_dir(), f"tests/{system}/ mirrors helpers/{system}/"
 

@@ -324,7 +324,8 @@ class Light:
 class Background:
     """The ground plane (a colour, or a tiled pybullet_data texture tinted by it) and the sky behind it.
 
-    The ground is pybullet_data's ``plane.obj``, 15 tiles a side: ``tile`` metres a tile, 15·tile metres across.
+    The ground is pybullet_data's ``plane.obj``, 15 tiles a side: ``tile`` metres a tile, 15·tile metres across;
+    ``plane=False`` leaves it out (objects float in front of the sky alone, as Zero-1-to-3 renders them).
     ``sky`` is the colour at the top of the image; it fades towards ``horizon`` lower down.
     """
 
@@ -333,6 +334,7 @@ class Background:
     tile: float = 0.4
     sky: tuple[float, float, float] = (0.55, 0.7, 0.9)
     horizon: tuple[float, float, float] = (0.9, 0.9, 0.9)
+    plane: bool = True
 
 
 @dataclass(frozen=True)
@@ -455,12 +457,13 @@ class Renderer:
             raise RuntimeError("this Renderer was closed; make a new one")
         p.resetSimulation(physicsClientId=cid)
         bg = scene.background
-        ground = p.createVisualShape(p.GEOM_MESH, fileName=str(data_path() / "plane.obj"),
-                                     meshScale=[bg.tile / 2, bg.tile / 2, 1.0], rgbaColor=[*bg.ground, 1.0],
-                                     physicsClientId=cid)
-        ground_id = self._body(ground, (0.0, 0.0, 0.0))
-        texture = -1 if bg.texture is None else p.loadTexture(str(data_path() / bg.texture), physicsClientId=cid)
-        p.changeVisualShape(ground_id, -1, textureUniqueId=texture, physicsClientId=cid)
+        if bg.plane:
+            ground = p.createVisualShape(p.GEOM_MESH, fileName=str(data_path() / "plane.obj"),
+                                         meshScale=[bg.tile / 2, bg.tile / 2, 1.0], rgbaColor=[*bg.ground, 1.0],
+                                         physicsClientId=cid)
+            ground_id = self._body(ground, (0.0, 0.0, 0.0))
+            texture = -1 if bg.texture is None else p.loadTexture(str(data_path() / bg.texture), physicsClientId=cid)
+            p.changeVisualShape(ground_id, -1, textureUniqueId=texture, physicsClientId=cid)
         self._bodies = []
         for obj in scene.objects:
             scale = np.asarray(obj.scale)

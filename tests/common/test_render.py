@@ -1,6 +1,7 @@
 """helpers.common.render: pybullet scenes render to RGB, depth and instance maps that match the objects,
 reproducibly."""
 
+import dataclasses
 import math
 import sys
 
@@ -103,6 +104,18 @@ def test_depth_is_metric(renderer, two_objects):
     assert abs(view.depth[64, 64] - expected) < 0.02, (view.depth[64, 64], expected)
     sky = renderer.render(render.Camera(polar=math.radians(89), azimuth=0.0, radius=2.0, target=(0, 0, 0.5)), size=64)
     assert np.isinf(sky.depth[0]).all() and (sky.instances[0] == 0).all()  # top row: sky
+
+
+def test_without_the_ground_plane_only_the_objects_cover_the_sky(renderer, two_objects):
+    scene, camera = two_objects
+    white = render.Background(sky=(1.0, 1.0, 1.0), horizon=(1.0, 1.0, 1.0), plane=False)
+    renderer.build(render.Scene(scene.objects, white))
+    view = renderer.render(camera, size=64)
+    assert set(np.unique(view.instances)) == {0, 1, 2}
+    assert (view.rgb[view.instances == 0] == 255).all() and np.isinf(view.depth[view.instances == 0]).all()
+    renderer.build(render.Scene(scene.objects, dataclasses.replace(white, plane=True)))
+    ground = renderer.render(camera, size=64)
+    assert np.isfinite(ground.depth[ground.instances == 0]).mean() > 0.5  # with the plane, it fills the background
 
 
 def test_same_scene_same_pixels(renderer, two_objects):
