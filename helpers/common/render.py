@@ -17,9 +17,12 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 import functools
+import hashlib
 import math
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,12 +133,60 @@ def get_object(name: str) -> ObjectSpec:
     raise KeyError(f"unknown object {name!r}: use one of {', '.join(NAMED_OBJECTS)} or random_000 … random_999")
 
 
+@functools.lru_cache(maxsize=2048)
 def _read_obj_vertices(path: str) -> np.ndarray:
+    """The mesh file's vertices (V, 3), read-only (they are cached)."""
     with open(path, encoding="utf-8", errors="replace") as f:
         rows = [line.split()[1:4] for line in f if line.startswith("v ")]
     if not rows:
         raise ValueError(f"{path} has no vertices")
-    return np.asarray(rows, dtype=np.float64)
+    vertices = np.asarray(rows, dtype=np.float64)
+    vertices.flags.writeable = False
+    return vertices
+
+
+def _read_obj_triangles(path: str) -> np.ndarray:
+    """The mesh's faces as triangles of 0-based vertex indices (F, 3); polygons are cut into fans."""
+    triangles: list[list[int]] = []
+    count = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("v "):
+                count += 1
+            elif line.startswith("f "):
+                corners = [int(token.split("/")[0]) for token in line.split()[1:]]
+                corners = [c - 1 if c > 0 else count + c for c in corners]  # OBJ counts from 1; −1 is the last
+                triangles += [[corners[0], corners[k], corners[k + 1]] for k in range(1, len(corners) - 1)]
+    if not triangles:
+        raise ValueError(f"{path} has no faces")
+    return np.asarray(triangles, dtype=np.int64)
+
+
+def box_uv(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Texture coordinates by a box projection: each triangle takes the two coordinates of the plane it faces most
+    (its normal's largest component picks the axis dropped), measured from the mesh's lowest corner in units of its
+    largest side. vertices (V, 3), triangles (F, 3) → (F, 3, 2) in [0, 1], one (u, v) per corner."""
+    v = np.asarray(vertices, dtype=np.float64)
+    unit = (v - v.min(0)) / max(float(np.ptp(v, axis=0).max()), 1e-12)
+    corners = v[triangles]  # (F, 3, 3)
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    kept = np.array([[1, 2], [0, 2], [0, 1]])[np.abs(normals).argmax(1)]  # (F, 2): the axes that stay
+    return np.take_along_axis(unit[triangles], kept[:, None, :].repeat(3, axis=1), axis=2)
+
+
+def uv_mesh_text(spec: ObjectSpec) -> str:
+    """``spec``'s mesh as OBJ text with :func:`box_uv` texture coordinates: the same vertices (so the same
+    placement), the faces as triangles, one (u, v) per corner; no normals (pybullet computes them)."""
+    path = str(spec.path)
+    vertices, triangles = _read_obj_vertices(path), _read_obj_triangles(path)
+    uv = box_uv(vertices * np.asarray(spec.aspect), triangles).reshape(-1, 2)
+    corner = np.arange(1, len(uv) + 1).reshape(-1, 3)
+    faces = np.stack([triangles + 1, corner], axis=-1).reshape(len(triangles), 6)
+    with open(path, encoding="utf-8", errors="replace") as f:  # the vertices exactly as the file writes them
+        lines = ["v " + " ".join(line.split()[1:4]) + "\n" for line in f if line.startswith("v ")]
+    return ("".join(lines)
+            + "vt %.5f %.5f\n" * len(uv) % tuple(uv.ravel().tolist())
+            + "f %d/%d %d/%d %d/%d\n" * len(faces) % tuple(faces.ravel().tolist()))
 
 
 @functools.lru_cache(maxsize=2048)
@@ -189,13 +240,18 @@ def random_orientation(spec: ObjectSpec, rng: np.random.Generator) -> np.ndarray
 
 @dataclass(frozen=True)
 class Placement:
-    """One object in a scene: its mesh, where its bounding-box centre is, how it is turned, scaled and painted."""
+    """One object in a scene: its mesh, where its bounding-box centre is, how it is turned, scaled and painted.
+
+    ``texture``: an (n, n, 3) uint8 image wrapped onto the object (:func:`box_uv`: each face takes the texture
+    on the plane it faces most, across the object's largest side), multiplied by ``colour``; None: the mesh's own
+    look (its own texture, if it has one, tinted by ``colour``)."""
 
     spec: ObjectSpec
     position: tuple[float, float, float]
     orientation: tuple[float, float, float, float]
     scale: tuple[float, float, float]
     colour: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    texture: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -220,8 +276,9 @@ class Placement:
 
 
 def place(spec: ObjectSpec, size: float, xy: Sequence[float], orientation: np.ndarray,
-          colour: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> Placement:
-    """Scale ``spec`` so its largest side is ``size`` metres, turn it, and stand it on the ground (z = 0) at ``xy``."""
+          colour: Sequence[float] = (1.0, 1.0, 1.0, 1.0), texture: np.ndarray | None = None) -> Placement:
+    """Scale ``spec`` so its largest side is ``size`` metres, turn it, and stand it on the ground (z = 0) at ``xy``;
+    paint it ``colour`` (RGB or RGBA in [0, 1]) and wrap ``texture`` ((n, n, 3) uint8 or None) onto it."""
     if size <= 0:
         raise ValueError(f"size must be positive (metres), got {size}")
     vertices = spec.vertices()
@@ -232,7 +289,8 @@ def place(spec: ObjectSpec, size: float, xy: Sequence[float], orientation: np.nd
     rgba = tuple(float(c) for c in colour)
     if len(rgba) == 3:
         rgba = (*rgba, 1.0)
-    return Placement(spec, position, tuple(float(q) for q in orientation), scale, rgba)
+    return Placement(spec, position, tuple(float(q) for q in orientation), scale, rgba,
+                     None if texture is None else _check_texture(texture))
 
 
 def random_colour(rng: np.random.Generator, saturation: tuple[float, float] = (0.25, 1.0),
@@ -250,6 +308,21 @@ def random_paint(spec: ObjectSpec, rng: np.random.Generator) -> tuple[float, flo
 
 
 # -------------------------------------------------------------------------------------------- camera, light, scene
+
+def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """World → camera (4, 4) for a camera at ``eye`` looking at ``target`` with z up (x up if it looks straight
+    down or up), OpenGL's convention: the camera looks down its −z axis."""
+    forward = (target - eye) / np.linalg.norm(target - eye)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    if np.linalg.norm(right) < 1e-6:
+        right = np.cross(forward, [1.0, 0.0, 0.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    view = np.eye(4)
+    view[0, :3], view[1, :3], view[2, :3] = right, up, -forward
+    view[:3, 3] = -view[:3, :3] @ eye
+    return view
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -282,15 +355,7 @@ class Camera:
 
     def view_matrix(self) -> np.ndarray:
         """World → camera (4, 4), OpenGL's convention: the camera looks down its −z axis, y is up in the image."""
-        eye, target = self.eye(), np.asarray(self.target, dtype=np.float64)
-        forward = (target - eye) / np.linalg.norm(target - eye)
-        right = np.cross(forward, [0.0, 0.0, 1.0])
-        right /= np.linalg.norm(right)
-        up = np.cross(right, forward)
-        view = np.eye(4)
-        view[0, :3], view[1, :3], view[2, :3] = right, up, -forward
-        view[:3, 3] = -view[:3, :3] @ eye
-        return view
+        return look_at(self.eye(), np.asarray(self.target, dtype=np.float64))
 
     def pose(self) -> np.ndarray:
         """Camera → world (4, 4): the inverse of :meth:`view_matrix`."""
@@ -310,7 +375,11 @@ class Camera:
 
 @dataclass(frozen=True)
 class Light:
-    """A directional light: ``direction`` points from the scene towards the light; ``colour`` is RGB in [0, 1]."""
+    """A directional light: ``direction`` points from the scene towards the light; ``colour`` is RGB in [0, 1].
+
+    ``shadow``: the objects cast shadows, onto the ground and onto each other: where the light is blocked, a pixel
+    keeps only its ambient light (a shadow map, :meth:`Renderer.render`). TinyRenderer's own shadows are not used:
+    they only take a fifth of the diffuse light away."""
 
     direction: tuple[float, float, float] = (0.5, -0.3, 1.0)
     colour: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -322,15 +391,16 @@ class Light:
 
 @dataclass(frozen=True)
 class Background:
-    """The ground plane (a colour, or a tiled pybullet_data texture tinted by it) and the sky behind it.
+    """The ground plane (a colour, or a tiled texture tinted by it) and the sky behind it.
 
     The ground is pybullet_data's ``plane.obj``, 15 tiles a side: ``tile`` metres a tile, 15·tile metres across;
     ``plane=False`` leaves it out (objects float in front of the sky alone, as Zero-1-to-3 renders them).
-    ``sky`` is the colour at the top of the image; it fades towards ``horizon`` lower down.
+    ``texture``: an image file (a name in pybullet_data, or a path) or an (n, n, 3) uint8 image, repeated once per
+    tile. ``sky`` is the colour at the top of the image; it fades towards ``horizon`` lower down.
     """
 
     ground: tuple[float, float, float] = (0.6, 0.6, 0.6)
-    texture: str | None = None
+    texture: str | np.ndarray | None = field(default=None, compare=False)
     tile: float = 0.4
     sky: tuple[float, float, float] = (0.55, 0.7, 0.9)
     horizon: tuple[float, float, float] = (0.9, 0.9, 0.9)
@@ -374,13 +444,15 @@ def random_background(rng: np.random.Generator, textured: float = 0.5) -> Backgr
                       float(rng.uniform(0.2, 0.6)), sky, horizon)
 
 
-def random_light(rng: np.random.Generator) -> Light:
-    """A light from a random direction in the upper sky, slightly warm or cool, with random strengths."""
+def random_light(rng: np.random.Generator, ambient: tuple[float, float] = (0.35, 0.7),
+                 diffuse: tuple[float, float] = (0.3, 0.7), shadow: bool = False) -> Light:
+    """A light from a random direction in the upper sky, slightly warm or cool, with random strengths drawn from
+    the ranges given (specular from [0, 0.4]); ``shadow``: it casts shadows."""
     polar, azimuth = rng.uniform(0, math.radians(65)), rng.uniform(0, 2 * math.pi)
     direction = (math.sin(polar) * math.cos(azimuth), math.sin(polar) * math.sin(azimuth), math.cos(polar))
     colour = 1 - rng.uniform(0.0, 0.25) * (1 - np.asarray(random_colour(rng)))
-    return Light(direction, tuple(float(c) for c in colour), ambient=float(rng.uniform(0.35, 0.7)),
-                 diffuse=float(rng.uniform(0.3, 0.7)), specular=float(rng.uniform(0.0, 0.4)))
+    return Light(direction, tuple(float(c) for c in colour), ambient=float(rng.uniform(*ambient)),
+                 diffuse=float(rng.uniform(*diffuse)), specular=float(rng.uniform(0.0, 0.4)), shadow=shadow)
 
 
 def random_camera(rng: np.random.Generator, target: Sequence[float], extent: float,
@@ -421,24 +493,68 @@ def _majority(blocks: np.ndarray) -> np.ndarray:
     return np.take_along_axis(blocks, votes.argmax(-1)[..., None], -1)[..., 0]
 
 
+def _check_texture(texture: Any) -> np.ndarray:
+    if not (isinstance(texture, np.ndarray) and texture.ndim == 3 and texture.shape[-1] == 3
+            and texture.dtype == np.uint8 and min(texture.shape[:2]) >= 1):
+        got = f"{getattr(texture, 'shape', type(texture).__name__)} {getattr(texture, 'dtype', '')}".rstrip()
+        raise ValueError(f"texture: expected an (n, n, 3) uint8 RGB image, got {got}")
+    return texture
+
+
 class Renderer:
     """A pybullet client in DIRECT mode (CPU rendering, no window); build a scene, then render views of it.
 
     >>> with Renderer() as renderer:
     ...     renderer.build(scene)
     ...     view = renderer.render(camera, light, size=128)
+
+    Textures given as images and the texture-mapped copies of meshes are written to a folder of the renderer's own
+    (removed by :meth:`close`); pybullet keeps every texture it loaded until it disconnects, so the renderer
+    connects afresh once it has loaded more than ``TEXTURE_LIMIT`` of them.
     """
+
+    TEXTURE_LIMIT = 2000
+    SHADOW_MAP = 256  # pixels a side of the shadow map
 
     def __init__(self) -> None:
         self._p = _pybullet()
         self.client: int = self._p.connect(self._p.DIRECT)
         self.scene: Scene | None = None
         self._bodies: list[int] = []
+        self._folder = Path(tempfile.mkdtemp(prefix="course-render-"))
+        self._textures: dict[str, int] = {}  # file → pybullet's texture id, in the scene built last
+        self._loaded = 0  # textures loaded on this connection
+        self._meshes: dict[str, Path] = {}  # object name → its texture-mapped mesh file
 
     def close(self) -> None:
         if self.client >= 0:
             self._p.disconnect(physicsClientId=self.client)
             self.client = -1
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _texture(self, texture: str | np.ndarray) -> int:
+        """pybullet's id of a texture: a file (a name in pybullet_data, or a path) or an image written to a file
+        named after its content (pybullet keeps a texture by its file's name)."""
+        if isinstance(texture, str):
+            path = data_path() / texture
+        else:
+            Image = require("PIL.Image", package="pillow", purpose="Textures")  # noqa: N806
+            image = _check_texture(texture)
+            path = self._folder / f"{hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()}.png"
+            if not path.is_file():
+                Image.fromarray(image).save(path, compress_level=1)
+        key = str(path)
+        if key not in self._textures:
+            self._textures[key] = self._p.loadTexture(key, physicsClientId=self.client)
+            self._loaded += 1
+        return self._textures[key]
+
+    def _uv_mesh(self, spec: ObjectSpec) -> Path:
+        if spec.name not in self._meshes:
+            path = self._folder / f"{spec.name}.obj"
+            path.write_text(uv_mesh_text(spec))
+            self._meshes[spec.name] = path
+        return self._meshes[spec.name]
 
     def __enter__(self) -> Renderer:
         return self
@@ -455,23 +571,32 @@ class Renderer:
         p, cid = self._p, self.client
         if cid < 0:
             raise RuntimeError("this Renderer was closed; make a new one")
+        if self._loaded > self.TEXTURE_LIMIT:  # free pybullet's textures: a new connection
+            p.disconnect(physicsClientId=cid)
+            self.client = cid = p.connect(p.DIRECT)
+            self._loaded = 0
         p.resetSimulation(physicsClientId=cid)
+        self._textures = {}  # a reset forgets the ids (not the images: pybullet keeps those by file name)
         bg = scene.background
         if bg.plane:
             ground = p.createVisualShape(p.GEOM_MESH, fileName=str(data_path() / "plane.obj"),
                                          meshScale=[bg.tile / 2, bg.tile / 2, 1.0], rgbaColor=[*bg.ground, 1.0],
                                          physicsClientId=cid)
             ground_id = self._body(ground, (0.0, 0.0, 0.0))
-            texture = -1 if bg.texture is None else p.loadTexture(str(data_path() / bg.texture), physicsClientId=cid)
+            texture = -1 if bg.texture is None else self._texture(bg.texture)
             p.changeVisualShape(ground_id, -1, textureUniqueId=texture, physicsClientId=cid)
         self._bodies = []
         for obj in scene.objects:
             scale = np.asarray(obj.scale)
-            shape = p.createVisualShape(p.GEOM_MESH, fileName=str(obj.spec.path), meshScale=scale.tolist(),
+            mesh = obj.spec.path if obj.texture is None else self._uv_mesh(obj.spec)
+            shape = p.createVisualShape(p.GEOM_MESH, fileName=str(mesh), meshScale=scale.tolist(),
                                         rgbaColor=list(obj.colour),
                                         visualFramePosition=(-obj.spec.offset() * scale).tolist(),
                                         physicsClientId=cid)
-            self._bodies.append(self._body(shape, obj.position, obj.orientation))
+            body = self._body(shape, obj.position, obj.orientation)
+            if obj.texture is not None:
+                p.changeVisualShape(body, -1, textureUniqueId=self._texture(obj.texture), physicsClientId=cid)
+            self._bodies.append(body)
         self.scene = scene
 
     def render(self, camera: Camera, light: Light | None = None, size: int | tuple[int, int] = 128,
@@ -487,20 +612,17 @@ class Renderer:
         if height < 1 or width < 1 or supersample < 1:
             raise ValueError(f"size must be positive (height, width) and supersample ≥ 1, got {size}, {supersample}")
         light = light or Light()
-        p, s = self._p, supersample
+        s = supersample
         H, W = height * s, width * s
-        _, _, rgba, depth_buffer, seg = p.getCameraImage(
-            W, H, viewMatrix=camera.view_matrix().T.ravel().tolist(),
-            projectionMatrix=camera.projection_matrix(W / H).T.ravel().tolist(),
-            lightDirection=list(light.direction), lightColor=list(light.colour),
-            lightAmbientCoeff=light.ambient, lightDiffuseCoeff=light.diffuse, lightSpecularCoeff=light.specular,
-            shadow=int(light.shadow), renderer=p.ER_TINY_RENDERER, physicsClientId=self.client)
-        rgb = np.asarray(rgba, dtype=np.uint8).reshape(H, W, 4)[..., :3].astype(np.float32)
-        seg = np.asarray(seg, dtype=np.int64).reshape(H, W)
-        d = np.asarray(depth_buffer, dtype=np.float64).reshape(H, W)
-        depth = camera.far * camera.near / (camera.far - (camera.far - camera.near) * d)
+        rgb, depth_buffer, seg = self._draw(camera.view_matrix(), camera.projection_matrix(W / H), (H, W), light)
+        depth = camera.far * camera.near / (camera.far - (camera.far - camera.near) * depth_buffer)
         sky = seg < 0
         depth[sky] = np.inf
+        if light.shadow and self.scene.objects:
+            dark, _, _ = self._draw(camera.view_matrix(), camera.projection_matrix(W / H), (H, W),
+                                    dataclasses.replace(light, diffuse=0.0, specular=0.0))  # the ambient light alone
+            shade = self._shadow(camera, light, depth, every=s)
+            rgb = rgb - shade[..., None] * (rgb - dark)
         bg = self.scene.background
         fade = np.linspace(0.0, 1.0, H)[:, None, None] ** 0.7
         sky_colour = 255 * ((1 - fade) * np.asarray(bg.sky) + fade * np.asarray(bg.horizon))
@@ -516,6 +638,66 @@ class Renderer:
             instances = _majority(blocks)
         return Rendering(np.rint(rgb).astype(np.uint8), depth.astype(np.float32), instances.astype(np.int32),
                          self.scene.names)
+
+
+    def _draw(self, view: np.ndarray, projection: np.ndarray, shape: tuple[int, int],
+              light: Light) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One TinyRenderer image: RGB (H, W, 3) float32, the depth buffer (H, W) in [0, 1], pybullet's body ids."""
+        p, (H, W) = self._p, shape
+        _, _, rgba, depth_buffer, seg = p.getCameraImage(
+            W, H, viewMatrix=view.T.ravel().tolist(), projectionMatrix=projection.T.ravel().tolist(),
+            lightDirection=list(light.direction), lightColor=list(light.colour),
+            lightAmbientCoeff=light.ambient, lightDiffuseCoeff=light.diffuse, lightSpecularCoeff=light.specular,
+            shadow=0, renderer=p.ER_TINY_RENDERER, physicsClientId=self.client)
+        return (np.asarray(rgba, dtype=np.uint8).reshape(H, W, 4)[..., :3].astype(np.float32),
+                np.asarray(depth_buffer, dtype=np.float64).reshape(H, W),
+                np.asarray(seg, dtype=np.int64).reshape(H, W))
+
+    def _shadow(self, camera: Camera, light: Light, depth: np.ndarray, every: int = 1) -> np.ndarray:
+        """How much of each pixel lies in shadow, (H, W) in [0, 1]: a shadow map, tested at every ``every``-th
+        pixel of each row and column and repeated over each ``every`` × ``every`` block.
+
+        The scene is seen from the light: a camera far along the light's direction (20 times the radius of the ball
+        that holds the objects, so its rays are nearly parallel) frames that ball in ``SHADOW_MAP`` pixels a side.
+        A pixel of the view is in shadow where its point in the world lies farther from the light than what the
+        light sees there. The test is made at 3 × 3 neighbouring places of the map and averaged (soft edges)."""
+        assert self.scene is not None
+        points = np.concatenate([o.world_vertices() for o in self.scene.objects])
+        centre = (points.min(0) + points.max(0)) / 2
+        radius = float(np.linalg.norm(points - centre, axis=1).max()) * 1.05
+        dx, dy, dz = np.asarray(light.direction, dtype=np.float64) / np.linalg.norm(light.direction)
+        polar = min(max(math.acos(dz), 1e-6), math.pi - 1e-6)
+        sun = Camera(polar, math.atan2(dy, dx), 20 * radius, tuple(centre.tolist()),
+                     fov=math.degrees(2 * math.asin(1 / 20)), near=18 * radius, far=20 * radius + 100.0)
+        view = sun.view_matrix()
+        n = self.SHADOW_MAP
+        _, map_buffer, _ = self._draw(view, sun.projection_matrix(), (n, n), Light())
+        blocker = sun.far * sun.near / (sun.far - (sun.far - sun.near) * map_buffer)  # along the light's axis
+        H, W = depth.shape
+        seen = np.isfinite(depth[::every, ::every])
+        half = math.tan(math.radians(camera.fov) / 2)
+        rows, cols = (every * index for index in np.nonzero(seen))
+        x = (2 * (cols + 0.5) / W - 1) * half * W / H
+        y = (1 - 2 * (rows + 0.5) / H) * half
+        d = depth[rows, cols]
+        world = camera.pose() @ np.stack([x * d, y * d, -d, np.ones_like(d)])  # (4, P)
+        local = view @ world
+        distance = -local[2]
+        focal = 1 / math.tan(math.radians(sun.fov) / 2)
+        u = (local[0] * focal / distance + 1) / 2 * n - 0.5
+        v = (1 - local[1] * focal / distance) / 2 * n - 0.5
+        bias = 4 * radius / n + 0.01 * radius  # about two texels of slope, and a little more
+        shadowed = np.zeros(len(d))
+        for dv in (-1, 0, 1):
+            for du in (-1, 0, 1):
+                iu, iv = np.rint(u + du).astype(int), np.rint(v + dv).astype(int)
+                inside = (iu >= 0) & (iu < n) & (iv >= 0) & (iv < n)
+                hit = np.zeros(len(d), dtype=bool)
+                hit[inside] = blocker[iv[inside], iu[inside]] < distance[inside] - bias
+                shadowed += hit
+        shade = np.zeros(seen.shape)
+        shade[seen] = shadowed / 9
+        return np.repeat(np.repeat(shade, every, axis=0), every, axis=1)[:H, :W]
 
 
 @functools.cache

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.common import render
+from helpers.common import render, textures
 from helpers.course.deps import require
 from helpers.paths import DATA_DIR
 from helpers.profile import get_profile
 
-VERSION = 1  # bump when the generator changes: cached files carry it in their name
+VERSION = 2  # bump when the generator changes: cached files carry it in their name
 CACHE_DIR = DATA_DIR / "cache" / "scenes"
 
 SPLITS = ("train", "val")
@@ -51,8 +51,17 @@ MAX_OBJECTS = 6
 OBJECTS_PER_SCENE = (2, MAX_OBJECTS)
 OBJECT_SIZE = (0.2, 0.45)  # the largest side of an object, metres
 NAMED_SHARE = 0.5  # chance that an object slot takes a named object rather than a random blob
-MIN_FRACTION = 0.003  # each object covers at least 0.3 % of the image
+MIN_FRACTION = 0.02  # each object covers at least 2 % of the image
 SUPERSAMPLE = 2  # render 2×2 larger and average: smooth edges and textures
+PROBE_SIZE, PROBE_SHARE = 48, 0.7  # a view is rendered in full only if a 48-px probe shows every object at 70 % …
+PALETTE_SIZE = (3, 5)  # colours per scene, shared by the ground's and the objects' textures
+PALETTE_DISTANCE = 0.35  # RGB distance between any two colours of a palette, at least
+TEXTURE_SIZE = 64  # pixels a side of each procedural texture
+OBJECT_FREQUENCY = (1.5, 4.0)  # pattern repeats across an object's largest side
+GROUND_FREQUENCY = (1.0, 4.0)  # pattern repeats across a ground tile
+GROUND_TILE = (0.3, 1.0)  # metres a side of a ground tile
+AMBIENT, DIFFUSE = (0.25, 0.55), (0.45, 0.85)  # the light's strengths: ranges; it casts shadows
+ZOOM = (0.6, 1.1)  # the camera frames the ball that holds every object, times this (< 1 crops it)
 VIEWS_PER_LAYOUT, LAYOUTS = 6, 20
 PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -77,8 +86,30 @@ def scene_rng(split: str, index: int, seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_STREAMS[split], index]))
 
 
+def random_palette(rng: np.random.Generator) -> np.ndarray:
+    """The few colours (C, 3) RGB in [0, 1] that a scene's textures, ground and objects alike, are drawn from; any
+    two lie at least PALETTE_DISTANCE apart (Euclidean, in RGB), so that every pattern shows."""
+    colours: list[np.ndarray] = []
+    count = int(rng.integers(PALETTE_SIZE[0], PALETTE_SIZE[1] + 1))
+    while len(colours) < count:
+        colour = np.asarray(render.random_colour(rng, saturation=(0.15, 1.0), value=(0.3, 1.0)))
+        if all(np.linalg.norm(colour - c) >= PALETTE_DISTANCE for c in colours):
+            colours.append(colour)
+    return np.array(colours)
+
+
+def random_scene_texture(rng: np.random.Generator, palette: np.ndarray, frequency: tuple[float, float]) -> np.ndarray:
+    """A procedural texture (:mod:`helpers.common.textures`) in one to three of the palette's colours."""
+    count = int(rng.integers(2, min(3, len(palette)) + 1))
+    colours = palette[rng.choice(len(palette), size=count, replace=False)]
+    kinds = [k for k in textures.KINDS if k != "plain"]
+    return textures.random_texture(rng, colours, TEXTURE_SIZE, frequency, kinds)
+
+
 def random_layout(rng: np.random.Generator, split: str) -> render.Scene:
-    """2–6 distinct objects of the split, sized, turned and painted at random, standing apart on a background."""
+    """2–6 distinct objects of the split, sized, turned and textured at random, standing apart on a textured
+    ground; the textures share a few colours."""
+    palette = random_palette(rng)
     named, randoms = split_objects(split)
     count = int(rng.integers(OBJECTS_PER_SCENE[0], OBJECTS_PER_SCENE[1] + 1))
     names: list[str] = []
@@ -93,7 +124,8 @@ def random_layout(rng: np.random.Generator, split: str) -> render.Scene:
     for name in names:
         spec = render.get_object(name)
         size = float(rng.uniform(*OBJECT_SIZE))
-        obj = render.place(spec, size, (0.0, 0.0), render.random_orientation(spec, rng), render.random_paint(spec, rng))
+        obj = render.place(spec, size, (0.0, 0.0), render.random_orientation(spec, rng),
+                           texture=random_scene_texture(rng, palette, OBJECT_FREQUENCY))
         footprint = obj.footprint()
         for attempt in range(400):  # a free spot: footprints do not overlap; the area grows if it is crowded
             r, angle = spread * math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
@@ -104,7 +136,10 @@ def random_layout(rng: np.random.Generator, split: str) -> render.Scene:
                 spread *= 1.1
         placements.append(obj.moved(xy))
         footprints.append(footprint)
-    return render.Scene(tuple(placements), render.random_background(rng))
+    sky = render.random_colour(rng, saturation=(0.0, 0.6), value=(0.5, 1.0))
+    ground = render.Background((1.0, 1.0, 1.0), random_scene_texture(rng, palette, GROUND_FREQUENCY),
+                               float(rng.uniform(*GROUND_TILE)), sky, tuple(float(0.5 * (c + 1)) for c in sky))
+    return render.Scene(tuple(placements), ground)
 
 
 def _aim(scene: render.Scene) -> tuple[np.ndarray, float]:
@@ -124,8 +159,12 @@ def make_sample(split: str, index: int, seed: int, image_size: int) -> dict:
         renderer.build(scene)
         target, extent = _aim(scene)
         for _ in range(VIEWS_PER_LAYOUT):
-            camera = render.random_camera(rng, target, extent)
-            view = renderer.render(camera, render.random_light(rng), image_size, supersample=SUPERSAMPLE)
+            camera = render.random_camera(rng, target, extent, zoom=ZOOM)
+            light = render.random_light(rng, ambient=AMBIENT, diffuse=DIFFUSE, shadow=True)
+            probe = renderer.render(camera, size=PROBE_SIZE)  # cheap: small, no shadow, no supersampling
+            if probe.pixel_counts().min() < PROBE_SHARE * MIN_FRACTION * PROBE_SIZE * PROBE_SIZE:
+                continue
+            view = renderer.render(camera, light, image_size, supersample=SUPERSAMPLE)
             counts = view.pixel_counts()
             if counts.min() >= min_pixels:
                 return {"image": view.rgb, "mask": view.instances.astype(np.uint8), "names": view.names,

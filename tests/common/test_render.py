@@ -167,3 +167,77 @@ def test_missing_pybullet_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pybullet", None)
     with pytest.raises(MissingDependency, match="Rendering scenes needs the Python package `pybullet`"):
         render.Renderer()
+
+
+def test_box_uv_takes_the_plane_each_face_faces_most():
+    cube = np.array([[0, 0, 0], [2, 0, 0], [2, 1, 0], [0, 1, 0], [0, 0, 1], [2, 0, 1]], dtype=float)
+    triangles = np.array([[0, 1, 2], [0, 1, 5]])  # the bottom (normal ±z) and the front (normal ±y)
+    uv = render.box_uv(cube, triangles)
+    assert uv.shape == (2, 3, 2)
+    np.testing.assert_allclose(uv[0], [[0, 0], [1, 0], [1, 0.5]])  # (x, y) over the largest side, 2
+    np.testing.assert_allclose(uv[1], [[0, 0], [1, 0], [1, 0.5]])  # (x, z)
+
+
+def test_uv_mesh_keeps_the_vertices_and_gives_every_corner_a_texture_coordinate(tmp_path):
+    spec = render.get_object("random_042")
+    text = render.uv_mesh_text(spec)
+    path = tmp_path / "uv.obj"
+    path.write_text(text)
+    np.testing.assert_array_equal(render._read_obj_vertices(str(path)), render._read_obj_vertices(str(spec.path)))
+    faces = [line.split()[1:] for line in text.splitlines() if line.startswith("f ")]
+    coords = [line for line in text.splitlines() if line.startswith("vt ")]
+    assert len(coords) == 3 * len(faces) and all(len(f) == 3 and all("/" in c for c in f) for f in faces)
+    assert len(faces) == len(render._read_obj_triangles(str(spec.path)))
+
+
+def test_a_texture_image_covers_its_object_and_the_ground(renderer, two_objects):
+    scene, camera = two_objects
+    stripes = np.zeros((32, 32, 3), dtype=np.uint8)
+    stripes[:, ::8] = stripes[:, 1::8] = stripes[:, 2::8] = stripes[:, 3::8] = (250, 250, 250)
+    stripes[:, 4::8] = stripes[:, 5::8] = stripes[:, 6::8] = stripes[:, 7::8] = (250, 20, 20)
+    green = np.full((8, 8, 3), (20, 200, 20), dtype=np.uint8)
+    sphere = dataclasses.replace(scene.objects[0], colour=(1.0, 1.0, 1.0, 1.0), texture=stripes)
+    textured = render.Scene((sphere, scene.objects[1]),
+                            dataclasses.replace(scene.background, ground=(1.0, 1.0, 1.0), texture=green))
+    renderer.build(textured)
+    bright = render.Light(ambient=1.0, diffuse=0.0, specular=0.0)
+    view = renderer.render(camera, bright, size=128)
+    on_sphere = view.rgb[view.instances == 1].astype(float)
+    white = (on_sphere.min(1) > 200).mean()
+    red = ((on_sphere[:, 0] > 200) & (on_sphere[:, 1] < 60)).mean()
+    assert white > 0.2 and red > 0.2, (white, red)  # both stripes show on the sphere
+    ground = view.rgb[(view.instances == 0) & np.isfinite(view.depth)].astype(float)
+    assert (np.abs(ground - (20, 200, 20)).max(1) < 3).mean() > 0.95  # the image, not pybullet_data's checker
+    with pytest.raises(ValueError, match=r"texture: expected an \(n, n, 3\) uint8 RGB image, got \(8, 8\)"):
+        render.place(render.get_object("cube"), 0.3, (0, 0), np.array([0, 0, 0, 1.0]), texture=green[..., 0])
+
+
+def test_shadows_darken_the_ground_behind_an_object(renderer):
+    block = render.place(render.get_object("cube"), 0.4, (0.0, 0.0), np.array([0, 0, 0, 1.0]))
+    renderer.build(render.Scene((block,), render.Background(ground=(0.8, 0.8, 0.8))))
+    camera = render.Camera(polar=0.01, azimuth=0.0, radius=3.0, target=(0.0, 0.0, 0.0), fov=40.0)  # from above
+    low_sun = dict(direction=(1.0, 0.0, 0.6), ambient=0.3, diffuse=0.7, specular=0.0)
+    lit = renderer.render(camera, render.Light(**low_sun), size=96)
+    shaded = renderer.render(camera, render.Light(**low_sun, shadow=True), size=96)
+    row, col = _pixel(camera, (-0.4, 0.0, 0.0), 96)  # on the ground, on the side away from the light
+    assert lit.instances[row, col] == 0
+    assert shaded.rgb[row, col].mean() < 0.8 * lit.rgb[row, col].mean()
+    far_row, far_col = _pixel(camera, (0.4, 0.0, 0.0), 96)  # on the lit side: no shadow
+    assert abs(float(shaded.rgb[far_row, far_col].mean()) - float(lit.rgb[far_row, far_col].mean())) < 8
+
+
+def test_a_renderer_connects_afresh_past_its_texture_limit_and_renders_the_same(two_objects, monkeypatch):
+    scene, camera = two_objects
+    rng = np.random.default_rng(4)
+    with render.Renderer() as r:
+        r.build(scene)
+        before = r.render(camera, size=48)
+        monkeypatch.setattr(render.Renderer, "TEXTURE_LIMIT", 2)
+        for _ in range(3):
+            noise = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            r.build(render.Scene(scene.objects, dataclasses.replace(scene.background, texture=noise)))
+        assert r._loaded < 3  # four textures were loaded: the renderer connected afresh on the way
+        r.build(scene)
+        np.testing.assert_array_equal(r.render(camera, size=48).rgb, before.rgb)
+        folder = r._folder
+    assert not folder.exists()  # close() removes the renderer's files

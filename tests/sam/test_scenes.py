@@ -48,6 +48,35 @@ def test_masks_match_the_listed_objects(train, val):
             assert area[0] > 0  # some background is visible
 
 
+def test_objects_and_ground_are_textured_from_one_palette_of_few_colours():
+    layout = scenes.random_layout(scenes.scene_rng("train", 7, 0), "train")
+    palette = scenes.random_palette(scenes.scene_rng("train", 7, 0))  # random_layout's first draw
+    assert scenes.PALETTE_SIZE[0] <= len(palette) <= scenes.PALETTE_SIZE[1]
+    textures = [o.texture for o in layout.objects] + [layout.background.texture]
+    for texture in textures:
+        assert texture.shape == (scenes.TEXTURE_SIZE, scenes.TEXTURE_SIZE, 3) and texture.dtype == np.uint8
+        pixels = texture.reshape(-1, 3).astype(float)
+        distance = np.linalg.norm(pixels[:, None] - 255 * palette[None], axis=-1)  # (n, C)
+        assert np.median(distance.min(1)) < 40  # painted in the palette's colours (grain and shading aside) …
+        used = np.bincount(distance.argmin(1), minlength=len(palette)) > 0.1 * len(pixels)
+        assert used.sum() >= 2  # … at least two of them: no object or ground is a flat colour
+
+
+def test_every_view_is_lit_by_a_light_that_casts_shadows(monkeypatch):
+    lights = []
+    original = render.Renderer.render
+
+    def spy(self, camera, light=None, *args, **kwargs):
+        lights.append(light)
+        return original(self, camera, light, *args, **kwargs)
+
+    monkeypatch.setattr(render.Renderer, "render", spy)
+    scenes.make_sample("val", 2, seed=0, image_size=32)
+    lights = [light for light in lights if light is not None]  # None: the small probe, which is not kept
+    assert lights and all(light.shadow for light in lights)
+    assert all(scenes.AMBIENT[0] <= light.ambient <= scenes.AMBIENT[1] for light in lights)
+
+
 def test_samples_are_reproducible_whatever_the_workers(train, cache, tmp_path):
     again = scenes.load("train", 6, SIZE, seed=0, cache_dir=tmp_path, workers=1)
     for key, value in train.items():
@@ -75,7 +104,7 @@ def test_splits_share_no_objects_and_no_scenes(train, val):
 
 def test_cache_is_reused(train, cache, monkeypatch):
     path = scenes.cache_path("train", 6, SIZE, 0, cache)
-    assert path.is_file() and path.parent == cache and "v1" in path.name
+    assert path.is_file() and path.parent == cache and f"_v{scenes.VERSION}." in path.name
     stamp = path.stat().st_mtime_ns
 
     def must_not_render(*args, **kwargs):
