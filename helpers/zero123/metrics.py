@@ -98,6 +98,28 @@ def sharpness(prediction: torch.Tensor, truth: torch.Tensor, cutoff: float = HIG
     return float(high_frequency_energy(prediction, cutoff).sum() / high_frequency_energy(truth, cutoff).sum())
 
 
+def colour_errors(prediction: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """Where a method's colours go wrong, in [0, 1] units (masks: the true views' foreground, (B, H, W)):
+
+    - ``background tint``: the root mean square, over images and channels, of each image's mean error on the true
+      view's background pixels (a tinted or grey background scores its offset; 0 when the background is right);
+    - ``chroma`` and ``true chroma``: the mean distance of a pixel's channels from their grey mean, on the true
+      view's object pixels, for the predictions and for the truth (a washed-out view scores below the truth's).
+    """
+    p, t = _pair(prediction, truth)
+    foreground = np.asarray(masks.cpu() if isinstance(masks, torch.Tensor) else masks).astype(bool)
+    if foreground.shape != p.shape[:3]:
+        raise ValueError(f"masks must have shape {p.shape[:3]}, got {foreground.shape}")
+    background = (~foreground)[..., None].astype(np.float64)
+    tint = ((p - t) * background).sum((1, 2)) / np.maximum(background.sum((1, 2)), 1)  # (B, 3)
+
+    def chroma(images: np.ndarray) -> float:
+        spread = np.abs(images - images.mean(-1, keepdims=True)).mean(-1)
+        return float(spread[foreground].mean()) if foreground.any() else 0.0
+
+    return {"background tint": float(np.sqrt((tint**2).mean())), "chroma": chroma(p), "true chroma": chroma(t)}
+
+
 IMAGE_METRICS = ("PSNR", "SSIM", "PSNR (object)", "SSIM (object)")  # one number per image
 
 

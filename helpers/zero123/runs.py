@@ -272,6 +272,21 @@ def course_sampler(model: Zero123, scheduler: DDIM, input_image: torch.Tensor, i
                   generator=generator)
 
 
+def first_step_estimate(model: Zero123, scheduler: DDIM, input_image: torch.Tensor, input_latent: torch.Tensor,
+                        pose: torch.Tensor, *, steps: int, scale: float, eta: float = 0.0,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """The denoiser's own estimate of the target latent before any step is taken: x̂_0 = (x_T − √(1 − ᾱ_t) ε̃) / √ᾱ_t
+    at the first of the ``steps`` DDIM timesteps, from the same x_T as :func:`course_sampler` (a drop-in
+    ``sampler`` for :func:`generate`; ``eta`` is unused). With s = 1 it is the model's conditional mean E[z | x_c, π]
+    as the noisiest step learnt it: the estimate the regression baseline is trained to make."""
+    x = torch.randn(input_latent.shape, generator=generator,
+                    device=generator.device if generator is not None else input_latent.device).to(input_latent.device)
+    scheduler.set_timesteps(steps)
+    t = int(scheduler.timesteps[0])
+    noise = model.denoiser(input_image, input_latent, pose, scale=scale)(x, scheduler.timesteps[0])
+    return scheduler.predict_x0(noise, t, x)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Evaluation
 

@@ -14,6 +14,9 @@ pair, and with --samples n also the mean of n samples); score everything against
 method's paired gaps over them (mean ± standard error over the pairs). --eval-every N scores the diffusion model
 (the first of --scales) and the regression every N steps on the first 100 pairs. --save keeps the trained networks;
 --load reuses those it holds (the autoencoder, the diffusion model, the regression) and trains the others.
+Every evaluation row also gives the colour errors (helpers.zero123.metrics.colour_errors: the background's tint, the
+object's chroma against the truth's), and each scale has a row for the denoiser's own estimate of the view at the
+first DDIM step (runs.first_step_estimate: with guidance 1 the conditional mean that the regression learns).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ if str(REPO_ROOT) not in sys.path:  # run as `python scripts/zero123/recipe.py` 
 
 from helpers.common.loop import History  # noqa: E402
 from helpers.profile import get_device, seed_everything  # noqa: E402
-from helpers.zero123 import runs, views  # noqa: E402
+from helpers.zero123 import metrics, runs, views  # noqa: E402
 from helpers.zero123.autoencoder import latent_scale_factor  # noqa: E402
 from helpers.zero123.model import LOSS_WEIGHTINGS, loss_weights  # noqa: E402
 from helpers.zero123.scheduler import DDIM, ZERO123_DDIM  # noqa: E402
@@ -109,15 +112,19 @@ def main(argv: list[str] | None = None) -> None:
     train_latents = runs.encode_views(autoencoder, train.images)
     test_latents = runs.encode_views(autoencoder, test.images)
     scale = 1.0 / train_latents.std().item()
+
+    def scored(images: torch.Tensor) -> dict[str, float]:
+        """The scores and the colour errors of views (K, 3, S, S) against the pairs' true views, rounded."""
+        row = {**runs.score_table({"": images}, pairs)[""], **metrics.colour_errors(images, pairs.truth, pairs.masks)}
+        return {k: round(v, 3) for k, v in row.items()}
+
     reconstructions = runs.decode_latents(autoencoder, test_latents[pairs.objects, pairs.target] * scale, scale)
     report(step="autoencoder", seconds=round(history.seconds, 1), scale=round(scale, 4),
            sampled_scale=round(latent_scale_factor(autoencoder, train.images[:64, 0].to(device)), 4),
-           **{f"reconstruction {k}": round(v, 3) for k, v in runs.score_table({"": reconstructions},
-                                                                           pairs)[""].items()})
+           **{f"reconstruction {k}": v for k, v in scored(reconstructions).items()})
     fixed = runs.baselines(pairs, train)
-    table = runs.score_table(fixed, pairs)
-    for name, row in table.items():
-        report(step="baseline", method=name, **{k: round(v, 3) for k, v in row.items()})
+    for name, images in fixed.items():
+        report(step="baseline", method=name, **scored(images))
     baseline_scores = runs.per_image_table(fixed, pairs)
 
     def gaps(name: str, views: torch.Tensor) -> None:
@@ -168,6 +175,11 @@ def main(argv: list[str] | None = None) -> None:
                    loss_first=round(sum(history.losses[:50]) / 50, 4),
                    loss_last=round(sum(history.losses[-50:]) / 50, 4))
         if kind == "diffusion":
+            for s in sorted({1.0, *scales}):
+                out = runs.generate(model, autoencoder, scheduler, scale, pairs, test_latents, steps=recipe.ddim_steps,
+                                    guidance=s, seed=args.seed, sampler=runs.first_step_estimate)
+                report(step="evaluation", method=f"diffusion's first-step estimate, guidance {s:g}", **scored(out))
+                gaps(f"first-step estimate, guidance {s:g}", out)
             for s in scales:
                 for n in sorted({1, args.samples}):
                     t0 = time.perf_counter()
@@ -175,14 +187,11 @@ def main(argv: list[str] | None = None) -> None:
                                         steps=recipe.ddim_steps, guidance=s, eta=recipe.eta, seed=args.seed,
                                         samples=n)
                     name = f"diffusion, guidance {s:g}" + (f", mean of {n} samples" if n > 1 else "")
-                    row = runs.score_table({"": out}, pairs)[""]
-                    report(step="evaluation", method=name, seconds=round(time.perf_counter() - t0, 1),
-                           **{k: round(v, 3) for k, v in row.items()})
+                    report(step="evaluation", method=name, seconds=round(time.perf_counter() - t0, 1), **scored(out))
                     gaps(name, out)
         else:
             out = runs.regression_views(model, autoencoder, scale, pairs, test_latents)
-            row = runs.score_table({"": out}, pairs)[""]
-            report(step="evaluation", method="regression", **{k: round(v, 3) for k, v in row.items()})
+            report(step="evaluation", method="regression", **scored(out))
             gaps("regression", out)
         trained[kind] = model.state_dict()
     if args.out:

@@ -53,6 +53,22 @@ def test_sharpness_is_one_for_the_truth_and_low_for_a_blur(views):
     assert set(scores) == {"PSNR", "SSIM", "PSNR (object)", "SSIM (object)", "sharpness"}
 
 
+def test_colour_errors_see_a_tinted_background_and_washed_out_colours(views):
+    _, truth, masks = views
+    exact = metrics.colour_errors(truth, truth, masks)
+    assert exact["background tint"] == 0.0 and exact["chroma"] == exact["true chroma"] > 0.05
+    tinted = truth.clone()
+    tinted[:, 0] = torch.where(masks, truth[:, 0], truth[:, 0] - 0.3)  # red channel down 0.15 on the background
+    by_hand = np.sqrt(0.15**2 / 3)  # one channel of three off by 0.15 in [0, 1] units
+    assert metrics.colour_errors(tinted, truth, masks)["background tint"] == pytest.approx(by_hand, rel=1e-6)
+    grey = truth.mean(1, keepdim=True).expand_as(truth)
+    washed = truth * 0.5 + grey * 0.5  # halfway to grey
+    assert metrics.colour_errors(washed, truth, masks)["chroma"] == pytest.approx(exact["true chroma"] / 2, rel=1e-6)
+    assert metrics.colour_errors(grey, truth, masks)["chroma"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"masks must have shape \(3, 24, 24\), got \(3, 24\)"):
+        metrics.colour_errors(truth, truth, masks[:, 0])
+
+
 def test_bad_input_is_refused(views):
     prediction, truth, _ = views
     with pytest.raises(ValueError, match=r"images must have shape \(B, 3, H, W\), got \(3, 24, 24\)"):

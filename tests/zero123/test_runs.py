@@ -120,6 +120,23 @@ def test_the_average_of_samples_is_the_mean_of_single_samples():
     assert not torch.equal(singles[0], singles[1])
 
 
+def test_first_step_estimate_is_the_x0_of_the_first_step():
+    views = fake_views()
+    torch.manual_seed(0)
+    autoencoder, model = runs.build_autoencoder(TINY), runs.build_zero123(TINY, latent_size=8)
+    latents = runs.encode_views(autoencoder, views.images)
+    pairs = runs.evaluation_pairs(views, per_object=1)
+    scheduler = DDIM(**ZERO123_DDIM)
+    args = (model.eval(), scheduler, pairs.inputs, latents[pairs.objects, pairs.source], pairs.poses)
+    estimate = runs.first_step_estimate(*args, steps=5, scale=2.0, generator=torch.Generator().manual_seed(3))
+    # by hand: the same x_T, one guided call at t = 801 (5 "leading" steps offset by 1), DDIM's x̂_0
+    x = torch.randn(estimate.shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        noise = model.denoiser(*args[2:], scale=2.0)(x, torch.tensor(801))
+    alpha_bar = scheduler.alphas_cumprod[801]
+    torch.testing.assert_close(estimate, (x - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt())
+
+
 def test_paired_gaps_compare_methods_pair_by_pair():
     views = fake_views()
     pairs = runs.evaluation_pairs(views, per_object=2)
