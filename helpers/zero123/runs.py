@@ -36,6 +36,7 @@ from helpers.zero123.unet import UNet, UNetConfig
 
 LossFn = Callable[..., torch.Tensor]
 SamplerFn = Callable[..., torch.Tensor]
+PairLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z, x_c, z_c, π) → loss
 REGRESSION_TIMESTEP = 999  # the step the regression baseline's UNet is told (any fixed step would do)
 
 
@@ -199,6 +200,32 @@ def decode_latents(model: Autoencoder, latents: torch.Tensor, scale: float, batc
 # The diffusion model and its regression twin
 
 
+def _train_on_pairs(model: Zero123, pair_loss: PairLoss, views: Views, latents: torch.Tensor, scale: float, *,
+                    steps: int, lr: float, batch_size: int, warmup_steps: int | None, weight_decay: float,
+                    generator: torch.Generator | None, progress: bool | str, name: str,
+                    evaluate: Callable[[], float] | None, eval_every: int) -> History:
+    """The loop both models share: each step draws B pairs (object, source view, target view) and minimises
+    ``pair_loss(target_latent, input_image, input_latent, pose)`` (latents scaled by ``scale``), with AdamW, a warm-up
+    then a cosine decay to a tenth of ``lr``, gradients clipped to norm 1."""
+    device = next(model.parameters()).device
+    optimiser = adamw(model, lr, weight_decay=weight_decay)
+    warmup = warmup_steps if warmup_steps is not None else max(1, steps // 20)
+    model.train()
+
+    def step(i: int, rate: float):
+        o, source, target = random_pairs(len(views), views.images.shape[1], batch_size, generator)
+        with autocast(device):
+            loss = pair_loss((latents[o, target] * scale).to(device), views.images[o, source].to(device),
+                             (latents[o, source] * scale).to(device),
+                             poses(views.cameras, o, source, target).to(device))
+        return loss.detach(), optimiser_step(model, optimiser, loss, rate)
+
+    history = train_loop(step, steps, lambda i: cosine_lr(i, lr, warmup, steps, lr / 10), progress=progress,
+                         name=name, evaluate=evaluate, eval_every=eval_every)
+    model.eval()
+    return history
+
+
 def train_zero123(model: Zero123, scheduler: DDIM, views: Views, latents: torch.Tensor, scale: float, *, steps: int,
                   lr: float, batch_size: int = 32, weights: torch.Tensor | None = None,
                   loss_fn: LossFn = denoising_loss, warmup_steps: int | None = None, weight_decay: float = 0.01,
@@ -209,24 +236,13 @@ def train_zero123(model: Zero123, scheduler: DDIM, views: Views, latents: torch.
     generator=generator, weights=weights)`` (latents scaled by ``scale``, the input latent too), with AdamW, a warm-up
     then a cosine decay to a tenth of ``lr``, gradients clipped to norm 1 (``evaluate``, ``eval_every``: as in
     :func:`helpers.common.loop.train_loop`)."""
-    device = next(model.parameters()).device
-    optimiser = adamw(model, lr, weight_decay=weight_decay)
-    warmup = warmup_steps if warmup_steps is not None else max(1, steps // 20)
-    model.train()
+    def pair_loss(target_latent, input_image, input_latent, pose):
+        return loss_fn(model, scheduler, target_latent, input_image, input_latent, pose, generator=generator,
+                       weights=weights)
 
-    def step(i: int, rate: float):
-        o, source, target = random_pairs(len(views), views.images.shape[1], batch_size, generator)
-        with autocast(device):
-            target_latent = (latents[o, target] * scale).to(device)
-            input_latent = (latents[o, source] * scale).to(device)
-            loss = loss_fn(model, scheduler, target_latent, views.images[o, source].to(device), input_latent,
-                           poses(views.cameras, o, source, target).to(device), generator=generator, weights=weights)
-        return loss.detach(), optimiser_step(model, optimiser, loss, rate)
-
-    history = train_loop(step, steps, lambda i: cosine_lr(i, lr, warmup, steps, lr / 10), progress=progress,
-                         name="Zero-1-to-3", evaluate=evaluate, eval_every=eval_every)
-    model.eval()
-    return history
+    return _train_on_pairs(model, pair_loss, views, latents, scale, steps=steps, lr=lr, batch_size=batch_size,
+                           warmup_steps=warmup_steps, weight_decay=weight_decay, generator=generator,
+                           progress=progress, name="Zero-1-to-3", evaluate=evaluate, eval_every=eval_every)
 
 
 def regress(model: Zero123, input_image: torch.Tensor, input_latent: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
@@ -243,23 +259,12 @@ def train_regression(model: Zero123, views: Views, latents: torch.Tensor, scale:
                      evaluate: Callable[[], float] | None = None, eval_every: int = 0) -> History:
     """Train ``model`` as a deterministic regression (the fourth baseline): the same pairs, optimiser and schedule as
     :func:`train_zero123`, the loss ‖z − f(x_c, z_c, π)‖² on the scaled target latent (:func:`regress`)."""
-    device = next(model.parameters()).device
-    optimiser = adamw(model, lr, weight_decay=weight_decay)
-    warmup = warmup_steps if warmup_steps is not None else max(1, steps // 20)
-    model.train()
+    def pair_loss(target_latent, input_image, input_latent, pose):
+        return F.mse_loss(regress(model, input_image, input_latent, pose).float(), target_latent)
 
-    def step(i: int, rate: float):
-        o, source, target = random_pairs(len(views), views.images.shape[1], batch_size, generator)
-        with autocast(device):
-            prediction = regress(model, views.images[o, source].to(device), (latents[o, source] * scale).to(device),
-                                 poses(views.cameras, o, source, target).to(device))
-            loss = F.mse_loss(prediction.float(), (latents[o, target] * scale).to(device))
-        return loss.detach(), optimiser_step(model, optimiser, loss, rate)
-
-    history = train_loop(step, steps, lambda i: cosine_lr(i, lr, warmup, steps, lr / 10), progress=progress,
-                         name="regression", evaluate=evaluate, eval_every=eval_every)
-    model.eval()
-    return history
+    return _train_on_pairs(model, pair_loss, views, latents, scale, steps=steps, lr=lr, batch_size=batch_size,
+                           warmup_steps=warmup_steps, weight_decay=weight_decay, generator=generator,
+                           progress=progress, name="regression", evaluate=evaluate, eval_every=eval_every)
 
 
 def course_sampler(model: Zero123, scheduler: DDIM, input_image: torch.Tensor, input_latent: torch.Tensor,
