@@ -21,16 +21,14 @@ In a notebook: ``from helpers.sam import scenes`` then ``scenes.load("train", 60
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-from helpers.common import render, textures
+from helpers.common import datacli, render, textures
 from helpers.course.deps import require
 from helpers.paths import DATA_DIR
 from helpers.profile import get_profile
@@ -258,24 +256,6 @@ def photographs(size: int | None = None) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Render the SAM scenes into data/cache/scenes/.")
-    parser.add_argument("--profile", choices=sorted(PROFILE_SIZES), help="build both splits at this profile's sizes")
-    parser.add_argument("--split", choices=SPLITS, help="build one split (with --count and --size)")
-    parser.add_argument("--count", type=int)
-    parser.add_argument("--size", type=int)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, help="processes (default: the CPU cores, at most 8)")
-    parser.add_argument("--force", action="store_true", help="render again even if the file exists")
-    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help=f"where to write (default {CACHE_DIR})")
-    args = parser.parse_args(argv)
-    if args.split:
-        if args.count is None or args.size is None:
-            parser.error("--split needs --count and --size")
-        jobs = {args.split: (args.count, args.size)}
-    else:
-        jobs = profile_sizes(args.profile)
-    for split, (count, size) in jobs.items():
-        start = time.perf_counter()
-        path = build(split, count, size, args.seed, workers=args.workers, cache_dir=args.cache_dir, force=args.force)
-        print(f"{split}: {count} scenes at {size}×{size} px → {path} ({time.perf_counter() - start:.1f} s)")
-
+    datacli.build_splits(argv, description="Render the SAM scenes into data/cache/scenes/.", splits=SPLITS,
+                         profile_sizes=PROFILE_SIZES, build=build, cache_dir=CACHE_DIR, default_workers=None,
+                         describe=lambda count, size: f"{count} scenes at {size}×{size} px")

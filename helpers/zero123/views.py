@@ -24,16 +24,14 @@ In a notebook: ``from helpers.zero123 import views`` then ``views.load("train", 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-from helpers.common import render
+from helpers.common import datacli, render
 from helpers.paths import DATA_DIR
 from helpers.profile import get_profile
 from helpers.zero123.camera import FOV_DEGREES, VIEWS_PER_OBJECT, sample_cameras
@@ -175,24 +173,6 @@ def profile_sizes(profile: str | None = None) -> dict[str, tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Render Zero-1-to-3's views into data/cache/views/.")
-    parser.add_argument("--profile", choices=sorted(PROFILE_SIZES), help="build every split at this profile's sizes")
-    parser.add_argument("--split", choices=SPLITS, help="build one split (with --count and --size)")
-    parser.add_argument("--count", type=int)
-    parser.add_argument("--size", type=int)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    parser.add_argument("--force", action="store_true", help="render again even if the file exists")
-    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help=f"where to write (default {CACHE_DIR})")
-    args = parser.parse_args(argv)
-    if args.split:
-        if args.count is None or args.size is None:
-            parser.error("--split needs --count and --size")
-        jobs = {args.split: (args.count, args.size)}
-    else:
-        jobs = profile_sizes(args.profile)
-    for split, (count, size) in jobs.items():
-        start = time.perf_counter()
-        path = build(split, count, size, args.seed, workers=args.workers, cache_dir=args.cache_dir, force=args.force)
-        print(f"{split}: {count} objects × {VIEWS_PER_OBJECT} views at {size}×{size} px → {path} "
-              f"({time.perf_counter() - start:.1f} s)")
+    datacli.build_splits(argv, description="Render Zero-1-to-3's views into data/cache/views/.", splits=SPLITS,
+                         profile_sizes=PROFILE_SIZES, build=build, cache_dir=CACHE_DIR,
+                         describe=lambda count, size: f"{count} objects × {VIEWS_PER_OBJECT} views at {size}×{size} px")

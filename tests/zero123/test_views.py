@@ -95,3 +95,12 @@ def test_views_from_chosen_cameras_match_the_data_set(built):
     np.testing.assert_array_equal(again["masks"], data["masks"][2, :4])
     with pytest.raises(ValueError, match=r"cameras must have shape \(V, 3\)"):
         views.render_views("test", 2, data["cameras"][2, 0], image_size=32)
+
+
+def test_command_line_builds_one_split_or_asks_for_its_size(tmp_path, capsys):
+    views.main(["--split", "test", "--count", "2", "--size", "16", "--cache-dir", str(tmp_path)])
+    assert "test: 2 objects × 12 views at 16×16 px" in capsys.readouterr().out
+    assert views.cache_path("test", 2, 16, 0, tmp_path).is_file()
+    with pytest.raises(SystemExit):
+        views.main(["--split", "test", "--count", "2"])
+    assert "--split needs --count and --size" in capsys.readouterr().err
