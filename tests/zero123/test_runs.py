@@ -105,13 +105,18 @@ def test_recipes_match_the_data_sizes():
         assert all(size == recipe.image_size for _, size in views.PROFILE_SIZES[profile].values())
 
 
-def test_the_average_of_samples_is_the_mean_of_single_samples():
+@pytest.fixture
+def untrained():
+    """Fake views, an untrained tiny autoencoder and Zero123, the views' latents, one pair per object, the scheduler."""
     views = fake_views()
     torch.manual_seed(0)
     autoencoder, model = runs.build_autoencoder(TINY), runs.build_zero123(TINY, latent_size=8)
     latents = runs.encode_views(autoencoder, views.images)
-    pairs = runs.evaluation_pairs(views, per_object=1)
-    scheduler = DDIM(**ZERO123_DDIM)
+    return autoencoder, model, latents, runs.evaluation_pairs(views, per_object=1), DDIM(**ZERO123_DDIM)
+
+
+def test_the_average_of_samples_is_the_mean_of_single_samples(untrained):
+    autoencoder, model, latents, pairs, scheduler = untrained
     kwargs = dict(steps=2, guidance=2.0, batch_size=4)
     singles = [runs.generate(model, autoencoder, scheduler, 1.0, pairs, latents, seed=1000 * j, **kwargs)
                for j in range(3)]
@@ -120,13 +125,8 @@ def test_the_average_of_samples_is_the_mean_of_single_samples():
     assert not torch.equal(singles[0], singles[1])
 
 
-def test_first_step_estimate_is_the_x0_of_the_first_step():
-    views = fake_views()
-    torch.manual_seed(0)
-    autoencoder, model = runs.build_autoencoder(TINY), runs.build_zero123(TINY, latent_size=8)
-    latents = runs.encode_views(autoencoder, views.images)
-    pairs = runs.evaluation_pairs(views, per_object=1)
-    scheduler = DDIM(**ZERO123_DDIM)
+def test_first_step_estimate_is_the_x0_of_the_first_step(untrained):
+    _, model, latents, pairs, scheduler = untrained
     args = (model.eval(), scheduler, pairs.inputs, latents[pairs.objects, pairs.source], pairs.poses)
     estimate = runs.first_step_estimate(*args, steps=5, scale=2.0, generator=torch.Generator().manual_seed(3))
     # by hand: the same x_T, one guided call at t = 801 (5 "leading" steps offset by 1), DDIM's x̂_0
