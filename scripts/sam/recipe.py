@@ -10,6 +10,8 @@ The model is the lab's `cpu` size (width 64, 4 blocks, prompt width 64) unless -
 scenes are those of --profile (rendered and cached by helpers.sam.scenes on first use). Training is
 helpers.sam.runs.train_sam with the course's own loss and simulated user, AdamW at --lr, 3 rounds; one thread, so a run
 repeats exactly. The mask loss is the lab's relaxed minimum (Part C, ε = 0.1) unless --epsilon says otherwise.
+--mae-steps N first pretrains the encoder as a masked autoencoder on the same scenes, as Lab 3's Section 4 does
+(batch 32, learning rate 2e-3, the lab's decoder), to measure what that pretraining is worth at a given length.
 --out appends the JSON line to a file.
 """
 
@@ -28,7 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # run as `python scripts/sam/recipe.py` from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-from helpers.sam import runs, scenes  # noqa: E402
+from helpers.sam import ImageEncoderViT, runs, scenes  # noqa: E402
+from helpers.sam import mae as mae_lib  # noqa: E402
 from helpers.sam import training as sam_training  # noqa: E402
 from helpers.sam.config import SamConfig  # noqa: E402
 from helpers.sam.model import Sam  # noqa: E402
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, float | int | str]:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--epsilon", type=float, default=0.1,
                         help="ε of the relaxed minimum over the three masks, as in the lab (0: the paper's min)")
+    parser.add_argument("--mae-steps", type=int, default=0, help="MAE pretraining steps of the encoder (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and every random draw of training")
     parser.add_argument("--out", type=Path, help="append the result to this file")
     args = parser.parse_args(argv)
@@ -68,6 +72,14 @@ def main(argv: list[str] | None = None) -> dict[str, float | int | str]:
     torch.manual_seed(1 + args.seed)
     model = Sam(recipe_config(images.shape[-1], args.patch, args.width, args.depth, args.window))
     start = time.perf_counter()
+    if args.mae_steps:
+        torch.manual_seed(args.seed)
+        encoder = ImageEncoderViT(model.config)
+        mae = mae_lib.MaskedAutoencoder(encoder, decoder_dim=64, decoder_depth=1, decoder_num_heads=4)
+        pixels = mae_lib.prepare_images(scenes.load("train", *sizes["train"])["images"], model.config)
+        mae_lib.train_mae(mae, pixels, steps=args.mae_steps, batch_size=32, lr=2e-3,
+                          generator=torch.Generator().manual_seed(args.seed))
+        model.image_encoder.load_state_dict(encoder.state_dict())
     runs.train_sam(model, images, maps, steps=args.steps, lr=args.lr, images_per_step=args.images,
                       objects_per_image=args.objects,
                       loss_fn=functools.partial(sam_training.sam_loss, epsilon=args.epsilon),
