@@ -68,7 +68,8 @@ class Recipe:
     ddim_steps: int = 25
     guidance: float = 3.0
     eta: float = 0.0
-    mean_of: int = 4  # samples averaged per pair for the estimate of the posterior mean view
+    mean_of: int = 16  # samples averaged per pair for the estimate of the posterior mean view …
+    mean_guidance: float = 1.0  # … drawn at this scale: 1 is the model's own posterior; guidance narrows and shifts it
 
     def replace(self, **changes: object) -> Recipe:
         return dataclasses.replace(self, **changes)
