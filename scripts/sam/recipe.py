@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> dict[str, float | int | str]:
 
     torch.set_num_threads(1)
     sizes = scenes.profile_sizes(args.profile)
-    images, maps = runs.scene_tensors(scenes.load("train", *sizes["train"]))
+    train = scenes.load("train", *sizes["train"])
+    images, maps = runs.scene_tensors(train)
     val_images, val_maps = runs.scene_tensors(scenes.load("val", *sizes["val"]))
     owner, masks = sam_training.all_objects(val_maps)
 
@@ -76,8 +77,8 @@ def main(argv: list[str] | None = None) -> dict[str, float | int | str]:
         torch.manual_seed(args.seed)
         encoder = ImageEncoderViT(model.config)
         mae = mae_lib.MaskedAutoencoder(encoder, decoder_dim=64, decoder_depth=1, decoder_num_heads=4)
-        pixels = mae_lib.prepare_images(scenes.load("train", *sizes["train"])["images"], model.config)
-        mae_lib.train_mae(mae, pixels, steps=args.mae_steps, batch_size=32, lr=2e-3,
+        mae_lib.train_mae(mae, mae_lib.prepare_images(train["images"], model.config), steps=args.mae_steps,
+                          batch_size=32, lr=2e-3,
                           generator=torch.Generator().manual_seed(args.seed))
         model.image_encoder.load_state_dict(encoder.state_dict())
     runs.train_sam(model, images, maps, steps=args.steps, lr=args.lr, images_per_step=args.images,

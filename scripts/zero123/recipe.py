@@ -198,18 +198,19 @@ def main(argv: list[str] | None = None) -> None:
                 gaps(f"first-step estimate, guidance {s:g}", out)
             for s in scales:
                 t0 = time.perf_counter()  # sample j is what runs.generate(samples=n) averages as its j-th
-                draws = [runs.generate(model, autoencoder, scheduler, scale, pairs, test_latents,
-                                       steps=recipe.ddim_steps, guidance=s, eta=recipe.eta, seed=args.seed + 1000 * j)
-                         for j in range(args.samples)]
+                draws = torch.stack([runs.generate(model, autoencoder, scheduler, scale, pairs, test_latents,
+                                                   steps=recipe.ddim_steps, guidance=s, eta=recipe.eta,
+                                                   seed=args.seed + 1000 * j) for j in range(args.samples)])
                 seconds = round((time.perf_counter() - t0) / args.samples, 1)
                 report(step="evaluation", method=f"diffusion, guidance {s:g}", seconds=seconds, **scored(draws[0]))
                 gaps(f"diffusion, guidance {s:g}", draws[0])
                 if args.samples > 1:
                     name = f"diffusion, guidance {s:g}, mean of {args.samples} samples"
-                    report(step="evaluation", method=name, **scored(torch.stack(draws).mean(0)))
-                    gaps(name, torch.stack(draws).mean(0))
+                    mean = draws.mean(0)
+                    report(step="evaluation", method=name, **scored(mean))
+                    gaps(name, mean)
                     report(step="spread", method=f"diffusion, guidance {s:g}",
-                           **posterior_decomposition(torch.stack(draws), pairs.truth))
+                           **posterior_decomposition(draws, pairs.truth))
         else:
             out = runs.regression_views(model, autoencoder, scale, pairs, test_latents)
             report(step="evaluation", method="regression", **scored(out))
