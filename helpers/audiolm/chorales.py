@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from helpers.common import npz
 from helpers.course.deps import require
 from helpers.paths import DATA_DIR
 from helpers.profile import choose, get_profile
@@ -140,11 +141,8 @@ def load(split_name: str, profile: str | None = None, seed: int = 0, cache_dir: 
     train, held_out = PROFILE_SIZES[get_profile(profile)]
     path = Path(cache_dir) / f"chorales_{split_name}_{train}+{held_out}_seed{seed}_{SAMPLE_RATE}hz_v{VERSION}.npz"
     if not path.exists():
-        data = build(split(train, held_out, seed)[split_name])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **data)
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+        npz.save(path, build(split(train, held_out, seed)[split_name]), compressed=False)
+    return npz.load(path)
 
 
 def clips(data: dict[str, np.ndarray], seconds: float, hop_seconds: float | None = None) -> dict[str, np.ndarray]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.common import datacli, render, textures
+from helpers.common import datacli, npz, render, textures
 from helpers.course.deps import require
 from helpers.paths import DATA_DIR
 from helpers.profile import get_profile
@@ -217,19 +217,14 @@ def build(split: str, count: int, image_size: int, seed: int = 0, *, workers: in
         "pixels": pixels,
         "cameras": np.stack([s["camera"] for s in samples]).astype(np.float32),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(partial, **arrays)
-    os.replace(partial, path)
-    return path
+    return npz.save(path, arrays)
 
 
 def load(split: str, count: int, image_size: int, seed: int = 0, *, cache_dir: Path = CACHE_DIR,
          workers: int | None = None) -> dict[str, np.ndarray]:
     """The arrays of ``build(split, count, image_size, seed)``, building them on first use."""
     path = build(split, count, image_size, seed, workers=workers, cache_dir=cache_dir)
-    with np.load(path, allow_pickle=False) as f:
-        return {key: f[key] for key in f.files}
+    return npz.load(path)
 
 
 def profile_sizes(profile: str | None = None) -> dict[str, tuple[int, int]]:

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from helpers.common import datacli, render
+from helpers.common import datacli, npz, render
 from helpers.paths import DATA_DIR
 from helpers.profile import get_profile
 from helpers.zero123.camera import FOV_DEGREES, VIEWS_PER_OBJECT, sample_cameras
@@ -151,11 +150,7 @@ def build(split: str, count: int | None, image_size: int, seed: int = 0, *, work
     arrays = {key: np.stack([o[key] for o in objects]) for key in ("images", "masks", "cameras")}
     arrays["colours"] = np.stack([o["colour"] for o in objects]).astype(np.float32)
     arrays["names"] = np.array(split_objects(split)[:count])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(partial, **arrays)
-    os.replace(partial, path)
-    return path
+    return npz.save(path, arrays)
 
 
 def load(split: str, count: int | None, image_size: int, seed: int = 0, *, cache_dir: Path = CACHE_DIR,
@@ -163,8 +158,7 @@ def load(split: str, count: int | None, image_size: int, seed: int = 0, *, cache
     """The arrays of ``build(split, count, image_size, seed)``, building them on first use (silently unless
     ``progress``: a notebook's output should not depend on whether the cache was there)."""
     path = build(split, count, image_size, seed, workers=workers, cache_dir=cache_dir, progress=progress)
-    with np.load(path, allow_pickle=False) as f:
-        return {key: f[key] for key in f.files}
+    return npz.load(path)
 
 
 def profile_sizes(profile: str | None = None) -> dict[str, tuple[int, int]]:
