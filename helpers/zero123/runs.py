@@ -16,7 +16,7 @@ Shapes: N objects, V = 12 views, images (N, V, 3, S, S) in [-1, 1], masks (N, V,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -322,6 +322,25 @@ def evaluation_pairs(views: Views, per_object: int, seed: int = 0) -> Pairs:
 
 
 @torch.no_grad()
+def draw_latents(model: Zero123, scheduler: DDIM, scale: float, pairs: Pairs, latents: torch.Tensor, *, steps: int,
+                 guidance: float, eta: float = 0.0, batch_size: int = 128, sampler: SamplerFn = course_sampler,
+                 seed: int = 0, samples: int = 1) -> Iterator[torch.Tensor]:
+    """The scaled target latents (K, L, h, w) of each of ``samples`` draws per pair, one draw after the other: draw j's
+    batch b takes its noise from its own generator (``seed`` + 1000 · j + b)."""
+    device = next(model.parameters()).device
+    model.eval()
+    for j in range(samples):
+        out = []
+        for b, i in enumerate(range(0, len(pairs.objects), batch_size)):
+            part = slice(i, i + batch_size)
+            input_latent = (latents[pairs.objects[part], pairs.source[part]] * scale).to(device)
+            out.append(sampler(model, scheduler, pairs.inputs[part].to(device), input_latent,
+                               pairs.poses[part].to(device), steps=steps, scale=guidance, eta=eta,
+                               generator=torch.Generator().manual_seed(seed + 1000 * j + b)).float().cpu())
+        yield torch.cat(out)
+
+
+@torch.no_grad()
 def generate(model: Zero123, autoencoder: Autoencoder, scheduler: DDIM, scale: float, pairs: Pairs,
              latents: torch.Tensor, *, steps: int, guidance: float, eta: float = 0.0, batch_size: int = 128,
              sampler: SamplerFn = course_sampler, seed: int = 0, samples: int = 1) -> torch.Tensor:
@@ -329,20 +348,28 @@ def generate(model: Zero123, autoencoder: Autoencoder, scheduler: DDIM, scale: f
     its own generator (``seed`` + batch index), then decoded. ``latents`` (N, V, L, h, w) of the pairs' split.
     ``samples`` > 1 returns the average of that many decoded samples per pair (seeds ``seed`` + 1000 · j): a Monte
     Carlo estimate of the mean view the model expects, which is what PSNR rewards."""
-    device = next(model.parameters()).device
-    model.eval()
-    total = 0
-    for j in range(samples):
-        out = []
-        for b, i in enumerate(range(0, len(pairs.objects), batch_size)):
-            part = slice(i, i + batch_size)
-            input_latent = (latents[pairs.objects[part], pairs.source[part]] * scale).to(device)
-            z = sampler(model, scheduler, pairs.inputs[part].to(device), input_latent, pairs.poses[part].to(device),
-                        steps=steps, scale=guidance, eta=eta,
-                        generator=torch.Generator().manual_seed(seed + 1000 * j + b))
-            out.append(decode_latents(autoencoder, z, scale))
-        total = total + torch.cat(out)
-    return total / samples
+    return posterior_means(model, autoencoder, scheduler, scale, pairs, latents, steps=steps, guidance=guidance,
+                           eta=eta, batch_size=batch_size, sampler=sampler, seed=seed, samples=samples)["views"]
+
+
+@torch.no_grad()
+def posterior_means(model: Zero123, autoencoder: Autoencoder, scheduler: DDIM, scale: float, pairs: Pairs,
+                    latents: torch.Tensor, *, steps: int, guidance: float, samples: int, eta: float = 0.0,
+                    batch_size: int = 128, sampler: SamplerFn = course_sampler,
+                    seed: int = 0) -> dict[str, torch.Tensor]:
+    """Two summaries (K, 3, S, S) of the same ``samples`` draws per pair (drawn as :func:`generate` draws them):
+
+    - ``"views"``: the average of the decoded views, (1/n) Σ D(z_j): the estimate of E[x | x_c, π], the view with
+      the least expected squared error (what PSNR rewards);
+    - ``"latents"``: the decoded average latent, D((1/n) Σ z_j): the estimate of E[z | x_c, π] put through the
+      decoder, which is what the regression baseline predicts (it is trained on latents), sharper than the first.
+    """
+    views, total = 0, 0
+    for z in draw_latents(model, scheduler, scale, pairs, latents, steps=steps, guidance=guidance, eta=eta,
+                    batch_size=batch_size, sampler=sampler, seed=seed, samples=samples):
+        views = views + decode_latents(autoencoder, z, scale)
+        total = total + z
+    return {"views": views / samples, "latents": decode_latents(autoencoder, total / samples, scale)}
 
 
 @torch.no_grad()

@@ -9,8 +9,8 @@ measurement and writes them all to --out.
 Steps: render (or read) the views; train the autoencoder; encode every view; train the pose-conditioned diffusion
 model (unless --no-diffusion) and, unless --no-regression, the regression baseline of the same size for the same
 number of steps; generate the held-out objects' novel views with guided DDIM at each of --scales (one sample per
-pair, and with --samples n also the mean of n samples and how one sample's error splits into the posterior mean's
-and the samples' spread); score everything against the three untrained baselines
+pair, and with --samples n also the mean of n samples, the decoded mean of their latents, and how one sample's error
+splits into the posterior mean's and the samples' spread); score everything against the three untrained baselines
 (copy the input view, the mean training view, all background) with helpers.zero123.metrics, and report each
 method's paired gaps over them (mean ± standard error over the pairs). --eval-every N scores the diffusion model
 (the first of --scales) and the regression every N steps on the first 100 pairs. --save keeps the trained networks;
@@ -197,10 +197,11 @@ def main(argv: list[str] | None = None) -> None:
                 report(step="evaluation", method=f"diffusion's first-step estimate, guidance {s:g}", **scored(out))
                 gaps(f"first-step estimate, guidance {s:g}", out)
             for s in scales:
-                t0 = time.perf_counter()  # sample j is what runs.generate(samples=n) averages as its j-th
-                draws = torch.stack([runs.generate(model, autoencoder, scheduler, scale, pairs, test_latents,
-                                                   steps=recipe.ddim_steps, guidance=s, eta=recipe.eta,
-                                                   seed=args.seed + 1000 * j) for j in range(args.samples)])
+                t0 = time.perf_counter()  # the draws that runs.posterior_means(samples=n) summarises
+                drawn = torch.stack(list(runs.draw_latents(model, scheduler, scale, pairs, test_latents,
+                                                           steps=recipe.ddim_steps, guidance=s, eta=recipe.eta,
+                                                           seed=args.seed, samples=args.samples)))
+                draws = torch.stack([runs.decode_latents(autoencoder, z, scale) for z in drawn])
                 seconds = round((time.perf_counter() - t0) / args.samples, 1)
                 report(step="evaluation", method=f"diffusion, guidance {s:g}", seconds=seconds, **scored(draws[0]))
                 gaps(f"diffusion, guidance {s:g}", draws[0])
@@ -209,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
                     mean = draws.mean(0)
                     report(step="evaluation", method=name, **scored(mean))
                     gaps(name, mean)
+                    name = f"diffusion, guidance {s:g}, decoded mean latent of {args.samples} samples"
+                    decoded = runs.decode_latents(autoencoder, drawn.mean(0), scale)
+                    report(step="evaluation", method=name, **scored(decoded))
+                    gaps(name, decoded)
                     report(step="spread", method=f"diffusion, guidance {s:g}",
                            **posterior_decomposition(draws, pairs.truth))
         else:

@@ -125,6 +125,24 @@ def test_the_average_of_samples_is_the_mean_of_single_samples(untrained):
     assert not torch.equal(singles[0], singles[1])
 
 
+def test_posterior_means_summarise_the_same_draws_in_views_and_in_latents(untrained):
+    autoencoder, model, latents, pairs, scheduler = untrained
+    kwargs = dict(steps=2, guidance=1.0, batch_size=4)
+    means = runs.posterior_means(model, autoencoder, scheduler, 0.5, pairs, latents, samples=3, **kwargs)
+    torch.testing.assert_close(means["views"], runs.generate(model, autoencoder, scheduler, 0.5, pairs, latents,
+                                                             samples=3, **kwargs))
+    draws = []  # the same three draws by hand: the course's sampler, each batch's noise from seed 1000 · j + b
+    for j in range(3):
+        parts = [runs.course_sampler(model, scheduler, pairs.inputs[i:i + 4], latents[pairs.objects[i:i + 4],
+                                     pairs.source[i:i + 4]] * 0.5, pairs.poses[i:i + 4], steps=2, scale=1.0,
+                                     generator=torch.Generator().manual_seed(1000 * j + b))
+                 for b, i in enumerate(range(0, len(pairs.objects), 4))]
+        draws.append(torch.cat(parts))
+    expected = runs.decode_latents(autoencoder, sum(draws) / 3, 0.5)
+    torch.testing.assert_close(means["latents"], expected)
+    assert not torch.allclose(means["latents"], means["views"], atol=1e-3)  # decoding is not linear
+
+
 def test_first_step_estimate_is_the_x0_of_the_first_step(untrained):
     _, model, latents, pairs, scheduler = untrained
     args = (model.eval(), scheduler, pairs.inputs, latents[pairs.objects, pairs.source], pairs.poses)
