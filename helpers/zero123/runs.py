@@ -68,8 +68,9 @@ class Recipe:
     ddim_steps: int = 25
     guidance: float = 3.0
     eta: float = 0.0
-    mean_of: int = 16  # samples averaged per pair for the estimate of the posterior mean view …
-    mean_guidance: float = 1.0  # … drawn at this scale: 1 is the model's own posterior; guidance narrows and shifts it
+    mean_of: int = 32  # samples averaged per pair for the estimate of the posterior mean view …
+    mean_guidance: float = 1.0  # … drawn at this scale: 1 is the model's own posterior; guidance narrows, shifts it …
+    mean_steps: int = 12  # … in this many DDIM steps each: their average scores as 25 steps' does, at half the cost
 
     def replace(self, **changes: object) -> Recipe:
         return dataclasses.replace(self, **changes)
@@ -78,11 +79,12 @@ class Recipe:
 RECIPES = {
     "smoke": Recipe(train_objects=60, pairs_per_object=2, autoencoder_channels=(8, 16, 32), autoencoder_steps=40,
                     unet_channels=(16, 32), embed_dim=32, encoder_channels=(8, 16, 32), steps=40, ddim_steps=10,
-                    mean_of=2),
+                    mean_of=2, mean_steps=5),
     "cpu": Recipe(),
     "gpu": Recipe(image_size=64, autoencoder_channels=(32, 64, 128, 128), autoencoder_steps=3000,
                   unet_channels=(64, 128, 128), attention=(True, True, False), heads=4, embed_dim=128,
-                  encoder_channels=(32, 64, 128, 128), steps=8000, batch_size=64, ddim_steps=50),
+                  encoder_channels=(32, 64, 128, 128), steps=8000, batch_size=64, ddim_steps=50,
+                  mean_steps=25),
 }
 
 
