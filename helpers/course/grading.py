@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import html
 import json
 import os
@@ -34,6 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import IO
 
 from helpers.course.labs import lab_ids
 from helpers.course.sandbox import Finished, Limits, Sandbox, SandboxUnavailable
@@ -46,7 +48,9 @@ LOAD_TIMEOUT = 300  # seconds the lab's set-up and the student's definitions may
 STUDENT_TIMEOUT = 900  # seconds all of one student's grading may take
 OUTPUT_CHARS = 20_000  # printed characters of a test kept for the feedback
 FEEDBACK_BYTES = 256_000  # the most one feedback page may hold
-FIRST_UID = 62000  # when grading as root, each parallel slot runs as its own unprivileged user from here
+FIRST_UID = 62000  # when grading as root, each parallel slot runs as its own unprivileged user from here ...
+LAST_UID = 62800  # ... to here, one that no other grader on this machine holds (so no two share a process limit)
+UID_LOCKS = Path("/run/lock") if os.path.isdir("/run/lock") else Path("/tmp")
 RUNNER = [sys.executable, "-I", "-m", "helpers.course.testrun"]
 
 
@@ -88,6 +92,31 @@ class Settings:
     load_timeout: int = LOAD_TIMEOUT
     student_timeout: int = STUDENT_TIMEOUT
     limits: Limits = field(default_factory=Limits)
+
+
+def reserve_uids(count: int) -> tuple[dict[int, int], list[IO]]:
+    """Slot -> a user id from FIRST_UID (or $COURSE_GRADING_FIRST_UID) on that no other grader on this machine
+    holds, and the open lock files that hold them until they are closed. Two graders at once never share a user, and
+    so never a process limit (RLIMIT_NPROC counts every process of a user: one class's fork bomb must not starve
+    another's tests)."""
+    first = int(os.environ.get("COURSE_GRADING_FIRST_UID", FIRST_UID))
+    uids: dict[int, int] = {}
+    locks: list[IO] = []
+    for uid in range(first, LAST_UID):
+        if len(uids) == count:
+            break
+        lock = open(UID_LOCKS / f"course-grading-uid-{uid}.lock", "a")  # noqa: SIM115 - held by the grader
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        locks.append(lock)
+        uids[len(uids)] = uid
+    if len(uids) < count:
+        raise SystemExit(f"Other graders on this machine hold the sandbox users {first}–{LAST_UID - 1}: wait for them "
+                         f"to finish, or grade with fewer --jobs.")
+    return uids, locks
 
 
 def find_notebook(student_dir: Path, lab: str) -> Path | None:
@@ -169,16 +198,20 @@ class Attempt:
 class Grader:
     """Grades the submissions of one lab; safe to call from several threads at once."""
 
-    def __init__(self, lab: Lab, sandbox: Sandbox, settings: Settings, workspace: Path, slots: int) -> None:
+    def __init__(self, lab: Lab, sandbox: Sandbox, settings: Settings, workspace: Path, slots: int,
+                 labs_dir: Path = LABS_DIR) -> None:
         self.lab, self.sandbox, self.settings, self.workspace = lab, sandbox, settings, workspace
+        self.labs_dir = labs_dir  # where the released lab is, a copy of which each runner works in
         self.slots: queue.Queue[int] = queue.Queue()
         for slot in range(slots):
             self.slots.put(slot)
+        # slot -> its user, and the locks that keep the users ours while this grader lives
+        self.uids, self._uid_locks = reserve_uids(slots) if os.geteuid() == 0 and not sandbox.unsafe else ({}, [])
 
     def uid(self, slot: int) -> int | None:
         """The user a slot's runner drops to when grading as root in the sandbox (without it, Python itself may be
         unreadable to another user, as under /root)."""
-        return FIRST_UID + slot if os.geteuid() == 0 and not self.sandbox.unsafe else None
+        return self.uids.get(slot)
 
     def job(self, program: Program, skip: list[str], key: bytes, uid: int | None) -> bytes:
         limits = asdict(self.settings.limits)
@@ -221,6 +254,28 @@ class Grader:
             self.slots.put(slot)
         return outcomes, notes
 
+    def set_up(self) -> tuple[list[str], str | None]:
+        """Run the lab with its own solutions and none of its tests, in a copy of the released lab: the lab's
+        set-up cells that failed, and why the runner ended early (None: it finished)."""
+        program = self.lab.program(self.lab.source)
+        key = secrets.token_bytes(32)
+        attempt = Attempt(key, set(), self.settings, time.monotonic() + self.settings.student_timeout)
+        slot = self.slots.get()
+        place = Path(tempfile.mkdtemp(prefix="set-up-", dir=self.workspace))
+        try:
+            shutil.copytree(self.labs_dir / self.lab.id, place / self.lab.id)
+            place.chmod(0o755)
+            finished = self.sandbox.run(RUNNER, self.job(program, [t.id for t in program.tests], key, self.uid(slot)),
+                                        place / self.lab.id, attempt.on_line, attempt.deadline)
+        finally:
+            self.slots.put(slot)
+            shutil.rmtree(place, ignore_errors=True)
+        failed = [n for n in attempt.notes if n.startswith("the lab's cell")]
+        if attempt.done:
+            return failed, None
+        last = finished.stderr_tail.strip()[-2000:]
+        return failed, attempt.why_stopped(finished) + (f"; its last words:\n{last}" if last else "")
+
     def grade(self, student: str, folder: Path) -> Graded:
         """Grade one student's folder; never raises (a failure of the grader itself becomes the reason)."""
         try:
@@ -243,7 +298,7 @@ class Grader:
             return Graded(self._row(student, 0.0, "not graded", str(exc)))
         place = Path(tempfile.mkdtemp(prefix="student-", dir=self.workspace))
         try:
-            shutil.copytree(LABS_DIR / self.lab.id, place / self.lab.id)  # the released lab ...
+            shutil.copytree(self.labs_dir / self.lab.id, place / self.lab.id)  # the released lab ...
             shutil.copy(notebook, place / self.lab.id / f"{self.lab.id}.ipynb")  # ... with this student's notebook
             place.chmod(0o755)
             outcomes, notes = self.run_program(program, place / self.lab.id)
@@ -355,15 +410,28 @@ def grade(lab: str, submissions: Path, out: Path, cell_timeout: int = CELL_TIMEO
 
 
 def preflight(grader: Grader) -> None:
-    """Start the runner once in the sandbox with nothing to run: a broken set-up stops here, not as zeros."""
-    key = secrets.token_bytes(32)
-    attempt = Attempt(key, set(), grader.settings, time.monotonic() + 120)
-    program = Program([], [], [])
-    finished = grader.sandbox.run(RUNNER, grader.job(program, [], key, grader.uid(0)),
-                                  None, attempt.on_line, attempt.deadline)
-    if not attempt.done:
-        raise SystemExit(f"The sandbox cannot run the grader's test runner ({attempt.why_stopped(finished)}); "
-                         f"no submission was graded. Its last words:\n{finished.stderr_tail[-2000:]}")
+    """Before any submission, set the lab up in the sandbox with its own solutions and no tests. Where its set-up
+    fails there, set it up once outside the sandbox, where its cells can build the data they load into data/cache
+    (which the sandbox sees read-only), and try again. A lab that still cannot set itself up, or a sandbox that
+    cannot run the runner, stops grading with the reason, instead of costing every student the tests that need it."""
+    where = "" if grader.sandbox.unsafe else " in the sandbox"
+    failed, stopped = grader.set_up()
+    if failed and not grader.sandbox.unsafe:
+        outside = Grader(grader.lab, Sandbox(grader.settings.limits, unsafe=True,
+                                             extra_paths=grader.sandbox.extra_paths),
+                         grader.settings, grader.workspace, 1, grader.labs_dir)
+        failed_outside, stopped_outside = outside.set_up()
+        if failed_outside or stopped_outside:
+            failed, stopped, where = failed_outside, stopped_outside, " even outside the sandbox"
+        else:
+            failed, stopped = grader.set_up()
+    if stopped:
+        raise SystemExit(f"The grader's test runner could not set up {grader.lab.id}{where} ({stopped}); no "
+                         f"submission was graded.")
+    if failed:
+        raise SystemExit(f"{grader.lab.id} cannot set itself up{where}, with its own solutions: {'; '.join(failed)}. "
+                         f"No submission was graded (each would lose the tests that need it): the course's "
+                         f"installation needs fixing first.")
 
 
 class stop_on_signals:

@@ -126,7 +126,7 @@ class Lab:
     """A lab's source notebook (with solutions and hidden tests) and its released student version."""
 
     def __init__(self, lab_id: str, source: dict[str, Any], release: dict[str, Any]) -> None:
-        self.id = lab_id
+        self.id, self.source = lab_id, source
         cells = code_cells(source)
         last_test = max((i for i, c in enumerate(cells) if c.kind == "test"), default=-1)
         self.cells = cells[: last_test + 1]  # nothing after the last test is needed to grade

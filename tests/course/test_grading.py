@@ -7,6 +7,7 @@ interrupted or exiting part, lost or copied cells). The batch must finish, the g
 earn, and nothing outside the grading folder may change.
 """
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -20,12 +21,16 @@ import time
 import nbformat
 import pytest
 
-from helpers.paths import LABS_DIR, REPO_ROOT, SOLUTIONS_DIR
+from helpers.course.grading import UID_LOCKS, Grader, Settings, preflight, reserve_uids
+from helpers.course.sandbox import Sandbox
+from helpers.course.submission import load_lab
+from helpers.paths import DATA_DIR, LABS_DIR, REPO_ROOT, SOLUTIONS_DIR
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")]
 LAB = "lab0_warmup"
 CELL_TIMEOUT = 15
+OWN_UIDS = 62500  # this file's graders run their sandboxes as users of their own, away from other tests' graders
 
 
 def _solution():
@@ -199,7 +204,7 @@ def graded(tmp_path_factory):
     submit("sam_exits", _with(_with_solution("rms_norm", "raise SystemExit(0)"), "gradient_norms", "exit()"))
 
     before = _tree(REPO_ROOT), _tree(home)
-    env = {**os.environ, "HOME": str(home), "TMPDIR": str(temp)}
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(temp), "COURSE_GRADING_FIRST_UID": str(OWN_UIDS)}
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "helpers.course.grading", "--lab", LAB, "--submissions", str(submissions),
@@ -308,7 +313,7 @@ def _processes_of_sandbox_users():
             uid = int(open(f"/proc/{pid}/status").read().split("\nUid:\t")[1].split("\t")[0])
         except (OSError, IndexError):
             continue
-        if 62000 <= uid < 63000:
+        if OWN_UIDS <= uid < OWN_UIDS + 100:
             found.append(pid)
     return found
 
@@ -320,8 +325,8 @@ def test_a_stopped_grader_kills_its_sandboxes_and_cleans_up(tmp_path):
     nbformat.write(_with_solution("rms_norm", FREEZES), submissions / "quinn" / f"{LAB}.ipynb")
     grader = subprocess.Popen(
         [sys.executable, "-m", "helpers.course.grading", "--lab", LAB, "--submissions", str(submissions), "--out",
-         str(tmp_path / "out")], cwd=REPO_ROOT, env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+         str(tmp_path / "out")], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(temp), "COURSE_GRADING_FIRST_UID": str(OWN_UIDS)})
     deadline = time.monotonic() + 60
     while not any(p.name.startswith("student-") for d in temp.iterdir() for p in d.iterdir()):
         assert time.monotonic() < deadline and grader.poll() is None
@@ -340,3 +345,79 @@ def test_grading_a_missing_lab_says_which_labs_exist(tmp_path):
                              str(tmp_path)], capture_output=True, text=True, cwd=REPO_ROOT)
     assert result.returncode != 0
     assert "There is no lab 'lab9'; the labs are: lab0_warmup" in result.stderr
+
+
+def _lab_that_loads(marker):
+    """A one-test lab (source, release) whose set-up cell builds ``marker`` under data/cache if it is missing, as
+    the labs' data loaders do, and whose test needs what it read."""
+    def code(source, **nbgrader):
+        metadata = {"nbgrader": {"schema_version": 3, "locked": True, **nbgrader}} if nbgrader else {}
+        return nbformat.v4.new_code_cell(source, metadata=metadata)
+    set_up = (f"MARKER = DATA_DIR / 'cache' / {str(marker.relative_to(DATA_DIR / 'cache'))!r}\n"
+              "if not MARKER.exists():\n"
+              "    MARKER.parent.mkdir(parents=True, exist_ok=True)\n"
+              "    MARKER.write_text('built')\n"
+              "BUILT = MARKER.read_text()\n")
+    notebooks = []
+    for body in ("return 1", "raise NotImplementedError"):
+        notebooks.append(nbformat.v4.new_notebook(cells=[
+            code("from helpers.paths import DATA_DIR", grade_id="imports", grade=False, solution=False),
+            code(set_up),
+            code(f"def answer():\n    {body}", grade_id="answer", grade=False, solution=True, locked=False),
+            code("assert answer() == 1 and BUILT == 'built'", grade_id="answer_tests", grade=True, solution=False,
+                 points=1)]))
+    return notebooks
+
+
+def _grader_for(notebooks, tmp_path):
+    lab = "lab_loads_data"
+    for folder, nb in zip(("solutions", "labs"), notebooks, strict=True):
+        (tmp_path / folder / lab).mkdir(parents=True)
+        nbformat.write(nb, tmp_path / folder / lab / f"{lab}.ipynb")
+    (tmp_path / "work").mkdir()
+    settings = Settings()
+    return Grader(load_lab(lab, tmp_path / "solutions", tmp_path / "labs"), Sandbox(settings.limits), settings,
+                  tmp_path / "work", 1, labs_dir=tmp_path / "labs")
+
+
+def test_data_a_lab_loads_is_built_before_grading_not_charged_to_the_students(tmp_path):
+    """The sandbox sees data/ read-only: a lab whose data was never built would fail its set-up in every sandbox
+    and cost every student the tests that need it (a solution scored 8/10 on a fresh checkout). The preflight
+    builds it outside the sandbox first; grading then gives the solution its full marks."""
+    marker = DATA_DIR / "cache" / "grading-test" / f"{os.getpid()}-{time.monotonic_ns()}"
+    grader = _grader_for(_lab_that_loads(marker), tmp_path)
+    try:
+        assert grader.set_up()[0], "in the sandbox, the set-up cannot build the data: the case this test is about"
+        preflight(grader)
+        assert marker.read_text() == "built"
+        submission = tmp_path / "student"
+        submission.mkdir()
+        nbformat.write(nbformat.v4.new_notebook(cells=_lab_that_loads(marker)[0].cells), submission / "x.ipynb")
+        row = grader.grade("student", submission).row
+        assert (row.status, row.score, row.reason) == ("graded", 1.0, "all tests pass")
+    finally:
+        marker.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # another test process may be using the folder
+            marker.parent.rmdir()
+
+
+def test_a_lab_that_cannot_set_itself_up_stops_grading_with_the_reason(tmp_path):
+    source, release = _lab_that_loads(DATA_DIR / "cache" / "grading-test" / "x")
+    for nb in (source, release):  # a set-up cell that fails wherever it runs
+        nb.cells[1].source = "BUILT = (DATA_DIR / 'cache' / 'grading-test' / 'never' / 'there').read_text()"
+    with pytest.raises(SystemExit, match=r"lab_loads_data cannot set itself up even outside the sandbox, with its "
+                                         r"own solutions: the lab's cell cell 2 failed: FileNotFoundError"):
+        preflight(_grader_for((source, release), tmp_path))
+
+
+@pytest.mark.skipif(not os.access(UID_LOCKS, os.W_OK), reason="only a grader running as root reserves users")
+def test_two_graders_at_once_never_share_a_sandbox_user(monkeypatch):
+    monkeypatch.setenv("COURSE_GRADING_FIRST_UID", "62700")  # a range no other test uses
+    first, first_locks = reserve_uids(3)
+    second, second_locks = reserve_uids(3)
+    assert sorted(first) == sorted(second) == [0, 1, 2]
+    assert not set(first.values()) & set(second.values()), (first, second)
+    for lock in first_locks:
+        lock.close()
+    third, _ = reserve_uids(3)
+    assert third == first  # users are free again once their grader has let go of them
