@@ -1,9 +1,12 @@
 """labs/ is exactly what nbgrader generates from solutions/, and each lab is a proper nbgrader assignment."""
 
+import json
+
 import pytest
 
 from helpers.course.labs import differences, lab_ids
 from helpers.course.notebooks import load
+from helpers.course.submission import code_cells, names
 from helpers.paths import LABS_DIR, SOLUTIONS_DIR
 
 pytestmark = pytest.mark.slow
@@ -28,3 +31,21 @@ def test_lab_has_graded_parts_with_visible_and_hidden_tests(lab):
     assert "BEGIN HIDDEN TESTS" not in released and "### BEGIN SOLUTION" not in released
     assert released.count("raise NotImplementedError(") >= len(tests)
     assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("lab", lab_ids())
+def test_no_test_cell_reads_what_only_another_test_cell_defines(lab):
+    """Each part is graded on its own: a test that failed before defining a name (or was skipped when the grader
+    restarted its runner after a time-out) must not cost the tests after it. Shared fixtures go in a locked cell."""
+    defined_outside_tests: set[str] = set()
+    defined_by_test: dict[str, str] = {}
+    for cell in code_cells(json.loads((SOLUTIONS_DIR / lab / f"{lab}.ipynb").read_text(encoding="utf-8"))):
+        read, bound = names(cell.source)
+        if cell.kind != "test":
+            defined_outside_tests |= set(bound)
+            continue
+        borrowed = {name: defined_by_test[name] for name in set(read) - set(bound)
+                    if name in defined_by_test and name not in defined_outside_tests}
+        assert not borrowed, f"{cell.grade_id} reads names that only other test cells define: {borrowed}"
+        for name in bound:
+            defined_by_test.setdefault(name, cell.grade_id)
