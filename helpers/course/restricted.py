@@ -29,6 +29,7 @@ import builtins
 import os
 import re
 import sys
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, MethodType, ModuleType, TracebackType
@@ -92,6 +93,10 @@ DENIED_EVENTS = (
 CODE_EVENTS = ("exec", "compile", "marshal.loads")
 IMPORTS = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
 CODE_GENERATORS = (*IMPORTS, "dataclasses.py", "collections/__init__.py")
+# typing compiles (never runs) a string annotation the first time a library builds a forward reference to it, as
+# torch's profiler does on the first Optimizer.zero_grad(): allowed for "compile" only, so a student's function that
+# is first to reach such a library call is not refused, while evaluating the reference (an "exec") still is.
+TYPING_FILE = typing.__file__
 GENERATED_NAMES = frozenset({"__module__", "__qualname__", "__doc__"})
 DENIED_ROOTS = ("/proc", "/sys", "/dev")  # prefixes that may not be opened at all (memory, devices)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -256,7 +261,7 @@ def install_audit_hook() -> None:
             if isinstance(path, str) and not path.startswith(DENIED_ROOTS) and reading:
                 return
         elif event in CODE_EVENTS:
-            generators = CODE_GENERATORS
+            generators = (*CODE_GENERATORS, TYPING_FILE) if event == "compile" else CODE_GENERATORS
         elif event in ("object.__setattr__", "object.__delattr__"):
             target, name = args[0], args[1]
             if _is_student_class(target) or (isinstance(target, FunctionType)

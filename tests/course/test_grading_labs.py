@@ -1,6 +1,6 @@
 """Every lab grades cleanly: its solution gets full marks, its untouched student version zero with "not written yet"
-as the reason of every test, and a solution with only its first part blanked loses that part's points and no more
-(a test never needs another test to have passed).
+as the reason of every test, and a solution with any one part blanked loses that part's points and no more (a test
+never needs another test, or another part, to have passed).
 
 (tests/test_grading.py covers broken and hostile submissions in depth on lab 0; here each further lab gets the two
 ends, in the sandbox where bubblewrap is installed, and lab 0 once without it, as `--unsafe-no-sandbox` grades.)
@@ -25,22 +25,19 @@ NO_SANDBOX = ["--unsafe-no-sandbox"]
 SANDBOX = [] if shutil.which("bwrap") else NO_SANDBOX
 
 
-def first_part_blanked(lab):
-    """The lab's solution with the body of its first solution cell replaced as the release does, and the points of
-    the tests between that cell and the next solution cell (the first part's own tests)."""
-    nb = json.loads((SOLUTIONS_DIR / lab / f"{lab}.ipynb").read_text(encoding="utf-8"))
-    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    kinds = code_cells(nb)
-    first = next(i for i, c in enumerate(kinds) if c.kind == "solution")
-    source = "".join(cells[first]["source"])
-    cells[first]["source"] = re.sub(r"### BEGIN SOLUTION.*?### END SOLUTION", "raise NotImplementedError()", source,
-                                    count=1, flags=re.S)
-    points = 0.0
-    for cell in kinds[first + 1:]:
-        if cell.kind == "solution":
-            break
-        points += cell.points
-    return nb, points
+def parts_blanked(lab):
+    """For each solution cell of the lab: its grade_id, the solution with that cell's body replaced as the release
+    does, and the points of the tests between that cell and the next solution cell (that part's own tests)."""
+    text = (SOLUTIONS_DIR / lab / f"{lab}.ipynb").read_text(encoding="utf-8")
+    kinds = code_cells(json.loads(text))
+    solutions = [i for i, c in enumerate(kinds) if c.kind == "solution"]
+    for k, index in enumerate(solutions):
+        nb = json.loads(text)
+        cell = [c for c in nb["cells"] if c["cell_type"] == "code"][index]
+        cell["source"] = re.sub(r"### BEGIN SOLUTION.*?### END SOLUTION", "raise NotImplementedError()",
+                                "".join(cell["source"]), count=1, flags=re.S)
+        end = solutions[k + 1] if k + 1 < len(solutions) else len(kinds)
+        yield kinds[index].grade_id, nb, sum(c.points for c in kinds[index + 1:end])
 
 
 def grade_both_ends(lab, tmp_path, flags):
@@ -48,9 +45,11 @@ def grade_both_ends(lab, tmp_path, flags):
     for student, source in [("solution", SOLUTIONS_DIR), ("untouched", LABS_DIR)]:
         (submissions / student).mkdir(parents=True)
         shutil.copy(source / lab / f"{lab}.ipynb", submissions / student / f"{lab}.ipynb")
-    blanked, first_points = first_part_blanked(lab)
-    (submissions / "first_part_blank").mkdir()
-    (submissions / "first_part_blank" / f"{lab}.ipynb").write_text(json.dumps(blanked), encoding="utf-8")
+    blank_points = {}
+    for part, nb, points in parts_blanked(lab):
+        blank_points[f"blank_{part}"] = points
+        (submissions / f"blank_{part}").mkdir()
+        (submissions / f"blank_{part}" / f"{lab}.ipynb").write_text(json.dumps(nb), encoding="utf-8")
     out = tmp_path / "grades"
     result = subprocess.run(
         [sys.executable, "-m", "helpers.course.grading", "--lab", lab, "--submissions", str(submissions),
@@ -59,14 +58,16 @@ def grade_both_ends(lab, tmp_path, flags):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with open(out / "grades.csv", newline="") as f:
         rows = {row["student"]: row for row in csv.DictReader(f)}
-    solution, untouched, blank = rows["solution"], rows["untouched"], rows["first_part_blank"]
+    solution, untouched = rows["solution"], rows["untouched"]
     assert float(solution["max_score"]) > 0
     assert (solution["status"], float(solution["score"])) == ("graded", float(solution["max_score"])), solution
     assert solution["reason"] == "all tests pass"
     assert (untouched["status"], float(untouched["score"])) == ("graded", 0), untouched
     assert all("not written yet" in why for why in untouched["reason"].split("; ")), untouched["reason"]
-    assert first_points > 0
-    assert (blank["status"], float(blank["score"])) == ("graded", float(solution["max_score"]) - first_points), blank
+    for student, points in blank_points.items():
+        assert points > 0, f"{student}: the part has no tests of its own"
+        row = rows[student]
+        assert (row["status"], float(row["score"])) == ("graded", float(row["max_score"]) - points), row
     return result
 
 

@@ -1,6 +1,7 @@
 """helpers.course.restricted: the labs' solutions load untouched; a student's code cannot reach or patch the tests."""
 
 import json
+import typing
 
 import pytest
 import torch
@@ -117,6 +118,23 @@ def test_a_student_may_import_an_allowed_module_the_first_time():
     load_cell("def f():\n    import statistics\n    from helpers.paths import REPO_ROOT\n"
               "    return statistics.mean([1, 2, 3]), REPO_ROOT.name", "part", namespace, graded)
     assert namespace["f"]()[0] == 2
+
+
+def _forward_reference():
+    """Library code that builds a forward reference the first time it runs (torch's profiler does so on the first
+    Optimizer.zero_grad()): typing compiles the string then, for each new one."""
+    _forward_reference.calls = getattr(_forward_reference, "calls", 0) + 1
+    return typing.ForwardRef(f"NotSeenBefore{_forward_reference.calls}")
+
+
+def test_a_library_call_that_compiles_a_forward_reference_is_not_refused_but_evaluating_one_is():
+    namespace, graded = student({"make_reference": _forward_reference, "type_hints": typing.get_type_hints},
+                                setup=("torch", "nn", "make_reference", "type_hints"))
+    load_cell("def f():\n    return make_reference()\n\n\ndef g(x: \"print('ran') or int\"):\n    return x\n\n\n"
+              "def h():\n    return type_hints(g)", "part", namespace, graded)
+    assert "NotSeenBefore" in repr(namespace["f"]())
+    with pytest.raises(Refused, match=r"graded code may not do this \(exec\)"):
+        namespace["h"]()
 
 
 def test_generated_classes_and_syntax_errors():
