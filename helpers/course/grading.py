@@ -19,6 +19,7 @@ again for the remaining tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import fcntl
 import html
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -254,6 +256,20 @@ class Grader:
             self.slots.put(slot)
         return outcomes, notes
 
+    @contextlib.contextmanager
+    def released_copy(self, prefix: str, notebook: Path | None = None) -> Iterator[Path]:
+        """A fresh copy of the released lab in the workspace, with ``notebook`` (a student's) as the lab's notebook if
+        given, readable by the sandbox's users; removed afterwards."""
+        place = Path(tempfile.mkdtemp(prefix=prefix, dir=self.workspace))
+        try:
+            shutil.copytree(self.labs_dir / self.lab.id, place / self.lab.id)
+            if notebook is not None:
+                shutil.copy(notebook, place / self.lab.id / f"{self.lab.id}.ipynb")
+            place.chmod(0o755)
+            yield place / self.lab.id
+        finally:
+            shutil.rmtree(place, ignore_errors=True)
+
     def set_up(self) -> tuple[list[str], str | None]:
         """Run the lab with its own solutions and none of its tests, in a copy of the released lab: the lab's
         set-up cells that failed, and why the runner ended early (None: it finished)."""
@@ -261,15 +277,12 @@ class Grader:
         key = secrets.token_bytes(32)
         attempt = Attempt(key, set(), self.settings, time.monotonic() + self.settings.student_timeout)
         slot = self.slots.get()
-        place = Path(tempfile.mkdtemp(prefix="set-up-", dir=self.workspace))
         try:
-            shutil.copytree(self.labs_dir / self.lab.id, place / self.lab.id)
-            place.chmod(0o755)
-            finished = self.sandbox.run(RUNNER, self.job(program, [t.id for t in program.tests], key, self.uid(slot)),
-                                        place / self.lab.id, attempt.on_line, attempt.deadline)
+            with self.released_copy("set-up-") as folder:
+                finished = self.sandbox.run(RUNNER, self.job(program, [t.id for t in program.tests], key,
+                                                             self.uid(slot)), folder, attempt.on_line, attempt.deadline)
         finally:
             self.slots.put(slot)
-            shutil.rmtree(place, ignore_errors=True)
         failed = [n for n in attempt.notes if n.startswith("the lab's cell")]
         if attempt.done:
             return failed, None
@@ -296,14 +309,8 @@ class Grader:
             program = self.lab.program(read_notebook(notebook))
         except SubmissionError as exc:
             return Graded(self._row(student, 0.0, "not graded", str(exc)))
-        place = Path(tempfile.mkdtemp(prefix="student-", dir=self.workspace))
-        try:
-            shutil.copytree(self.labs_dir / self.lab.id, place / self.lab.id)  # the released lab ...
-            shutil.copy(notebook, place / self.lab.id / f"{self.lab.id}.ipynb")  # ... with this student's notebook
-            place.chmod(0o755)
-            outcomes, notes = self.run_program(program, place / self.lab.id)
-        finally:
-            shutil.rmtree(place, ignore_errors=True)
+        with self.released_copy("student-", notebook) as folder:
+            outcomes, notes = self.run_program(program, folder)
         score = float(sum(t.points for t in program.tests if outcomes[t.id].passed))
         reasons = list(program.repairs)
         reasons += [f"{t.id} ({t.points:g} points): {outcomes[t.id].why}" for t in program.tests

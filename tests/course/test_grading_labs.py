@@ -8,7 +8,6 @@ ends, in the sandbox where bubblewrap is installed, and lab 0 once without it, a
 
 import csv
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import sys
 import pytest
 
 from helpers.course.labs import lab_ids
-from helpers.course.submission import code_cells
+from helpers.course.submission import code_cells, load_lab
 from helpers.paths import LABS_DIR, REPO_ROOT, SOLUTIONS_DIR
 
 pytestmark = pytest.mark.slow
@@ -26,16 +25,16 @@ SANDBOX = [] if shutil.which("bwrap") else NO_SANDBOX
 
 
 def parts_blanked(lab):
-    """For each solution cell of the lab: its grade_id, the solution with that cell's body replaced as the release
-    does, and the points of the tests between that cell and the next solution cell (that part's own tests)."""
+    """For each solution cell of the lab: its grade_id, the solution with that cell replaced by the released lab's
+    (the student's empty version), and the points of the tests between that cell and the next solution cell (that
+    part's own tests)."""
     text = (SOLUTIONS_DIR / lab / f"{lab}.ipynb").read_text(encoding="utf-8")
+    stubs = load_lab(lab, SOLUTIONS_DIR, LABS_DIR).stubs
     kinds = code_cells(json.loads(text))
     solutions = [i for i, c in enumerate(kinds) if c.kind == "solution"]
     for k, index in enumerate(solutions):
         nb = json.loads(text)
-        cell = [c for c in nb["cells"] if c["cell_type"] == "code"][index]
-        cell["source"] = re.sub(r"### BEGIN SOLUTION.*?### END SOLUTION", "raise NotImplementedError()",
-                                "".join(cell["source"]), count=1, flags=re.S)
+        [c for c in nb["cells"] if c["cell_type"] == "code"][index]["source"] = stubs[kinds[index].grade_id]
         end = solutions[k + 1] if k + 1 < len(solutions) else len(kinds)
         yield kinds[index].grade_id, nb, sum(c.points for c in kinds[index + 1:end])
 
