@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from helpers.profile import PROFILES, ProfileError, choose, describe, get_device, get_profile, seed_everything
+from helpers.profile import (
+    PROFILES,
+    ProfileError,
+    choose,
+    describe,
+    get_device,
+    get_profile,
+    seed_everything,
+    set_threads,
+)
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -40,3 +49,19 @@ def test_seed_everything_repeats_random_draws():
     assert torch.equal(torch.randn(3, generator=generator), torch.randn(3, generator=same_seed))
     with pytest.raises(TypeError, match="seed must be an int"):
         seed_everything("1")
+
+
+def test_set_threads_by_profile_and_override(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("COURSE_THREADS", raising=False)
+        assert set_threads("smoke") == 1 and torch.get_num_threads() == 1
+        assert set_threads("cpu") == 2 and torch.get_num_threads() == 2
+        monkeypatch.setenv("COURSE_THREADS", "1")
+        assert set_threads("cpu") == 1 and torch.get_num_threads() == 1
+        for wrong in ("0", "two", "-1"):
+            monkeypatch.setenv("COURSE_THREADS", wrong)
+            with pytest.raises(ProfileError, match=f"COURSE_THREADS='{wrong}' is not a number of threads"):
+                set_threads("cpu")
+    finally:
+        torch.set_num_threads(before)
