@@ -20,7 +20,8 @@ PROFILES: tuple[str, ...] = ("smoke", "cpu", "gpu")
 ENV_VAR = "COURSE_PROFILE"
 THREADS_VAR = "COURSE_THREADS"
 # CPU threads of a lab's run: smoke runs side by side (CI, grading), cpu uses the two cores of a Colab runtime or of
-# this course's test machine (training 1.3–1.8 times faster than on one), gpu leaves the arithmetic to the GPU
+# this course's test machine (training 1.3–1.8 times faster than on one), gpu leaves the arithmetic to the GPU (and
+# takes no more threads than there are cores: more would wait for each other)
 THREADS = {"smoke": 1, "cpu": 2, "gpu": 4}
 
 T = TypeVar("T")
@@ -63,7 +64,9 @@ def set_threads(profile: str | None = None) -> int:
     run repeats bit for bit; with another, its numbers differ in the last digits."""
     chosen = os.environ.get(THREADS_VAR, "").strip()
     if not chosen:
-        count = THREADS[get_profile(profile)]
+        name = get_profile(profile)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
+        count = THREADS[name] if name != "gpu" else min(THREADS[name], cores)
     elif chosen.isdigit() and int(chosen) > 0:
         count = int(chosen)
     else:

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -57,6 +59,7 @@ def test_set_threads_by_profile_and_override(monkeypatch):
         monkeypatch.delenv("COURSE_THREADS", raising=False)
         assert set_threads("smoke") == 1 and torch.get_num_threads() == 1
         assert set_threads("cpu") == 2 and torch.get_num_threads() == 2
+        assert set_threads("gpu") == min(4, len(os.sched_getaffinity(0)))  # no more threads than cores
         monkeypatch.setenv("COURSE_THREADS", "1")
         assert set_threads("cpu") == 1 and torch.get_num_threads() == 1
         for wrong in ("0", "two", "-1"):
