@@ -37,7 +37,7 @@ if str(REPO_ROOT) not in sys.path:  # run as `python scripts/zero123/recipe.py` 
     sys.path.insert(0, str(REPO_ROOT))
 
 from helpers.common.loop import History  # noqa: E402
-from helpers.profile import get_device, seed_everything  # noqa: E402
+from helpers.profile import get_device, seed_everything, set_threads  # noqa: E402
 from helpers.zero123 import metrics, runs, views  # noqa: E402
 from helpers.zero123.autoencoder import latent_scale_factor  # noqa: E402
 from helpers.zero123.model import LOSS_WEIGHTINGS, loss_weights  # noqa: E402
@@ -72,7 +72,7 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, runs.Recip
     parser.add_argument("--no-regression", action="store_true")
     parser.add_argument("--no-diffusion", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the profile's, as in the lab)")
     parser.add_argument("--out", type=Path, help="write every measurement to this JSON file")
     parser.add_argument("--save", type=Path, help="save the trained networks (state dicts) and the scale here")
     parser.add_argument("--load", type=Path, help="use the networks --save wrote (same sizes) instead of training them")
@@ -97,7 +97,10 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, runs.Recip
 
 def main(argv: list[str] | None = None) -> None:
     args, recipe = parse(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    else:
+        set_threads(args.profile)
     device = get_device(args.profile)
     results: list[dict] = []
     start = time.perf_counter()
