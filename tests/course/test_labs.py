@@ -49,3 +49,13 @@ def test_no_test_cell_reads_what_only_another_test_cell_defines(lab):
         assert not borrowed, f"{cell.grade_id} reads names that only other test cells define: {borrowed}"
         for name in bound:
             defined_by_test.setdefault(name, cell.grade_id)
+
+
+@pytest.mark.parametrize("lab", lab_ids())
+def test_lab_takes_the_profiles_threads(lab):
+    """Every lab sets torch's threads with helpers.profile.set_threads in its first code cell after the Colab set-up,
+    so that its saved runs name the thread count they were measured with and a student can change it in one place."""
+    cells = [c for c in load(SOLUTIONS_DIR / lab / f"{lab}.ipynb").cells if c.cell_type == "code"]
+    set_up = next(c for c in cells if "import" in c.source and "find_spec" not in c.source)
+    assert "\nset_threads()" in set_up.source, f"{lab}'s first code cell must call set_threads()"
+    assert not any("torch.set_num_threads(" in c.source for c in cells), f"{lab} sets threads outside set_threads"
