@@ -68,3 +68,28 @@ def test_set_threads_by_profile_and_override(monkeypatch):
                 set_threads("cpu")
     finally:
         torch.set_num_threads(before)
+
+
+def test_two_threads_repeat_bit_for_bit():
+    """What the README promises of set_threads: with the same number of threads, training repeats bit for bit."""
+    from torch import nn
+
+    def train() -> torch.Tensor:
+        seed_everything(0)
+        model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.SiLU(),
+                              nn.Conv2d(32, 32, 3, padding=1), nn.Flatten(), nn.Linear(32 * 32 * 32, 10))
+        optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x, y = torch.randn(64, 3, 32, 32, generator=generator), torch.randint(0, 10, (64,), generator=generator)
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimiser.step()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert torch.equal(train(), train())
+    finally:
+        torch.set_num_threads(before)
