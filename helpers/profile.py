@@ -65,8 +65,10 @@ def set_threads(profile: str | None = None) -> int:
     chosen = os.environ.get(THREADS_VAR, "").strip()
     if not chosen:
         name = get_profile(profile)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
-        count = THREADS[name] if name != "gpu" else min(THREADS[name], cores)
+        count = THREADS[name]
+        if name == "gpu":  # never more threads than cores (macOS has no sched_getaffinity)
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            count = min(count, cores)
     elif chosen.isdigit() and int(chosen) > 0:
         count = int(chosen)
     else:

@@ -53,23 +53,21 @@ def test_seed_everything_repeats_random_draws():
         seed_everything("1")
 
 
+@pytest.mark.usefixtures("one_thread")  # torch's threads are restored after the module
 def test_set_threads_by_profile_and_override(monkeypatch):
-    before = torch.get_num_threads()
-    try:
-        monkeypatch.delenv("COURSE_THREADS", raising=False)
-        assert set_threads("smoke") == 1 and torch.get_num_threads() == 1
-        assert set_threads("cpu") == 2 and torch.get_num_threads() == 2
-        assert set_threads("gpu") == min(4, len(os.sched_getaffinity(0)))  # no more threads than cores
-        monkeypatch.setenv("COURSE_THREADS", "1")
-        assert set_threads("cpu") == 1 and torch.get_num_threads() == 1
-        for wrong in ("0", "two", "-1"):
-            monkeypatch.setenv("COURSE_THREADS", wrong)
-            with pytest.raises(ProfileError, match=f"COURSE_THREADS='{wrong}' is not a number of threads"):
-                set_threads("cpu")
-    finally:
-        torch.set_num_threads(before)
+    monkeypatch.delenv("COURSE_THREADS", raising=False)
+    assert set_threads("smoke") == 1 and torch.get_num_threads() == 1
+    assert set_threads("cpu") == 2 and torch.get_num_threads() == 2
+    assert set_threads("gpu") == min(4, len(os.sched_getaffinity(0)))  # no more threads than cores
+    monkeypatch.setenv("COURSE_THREADS", "1")
+    assert set_threads("cpu") == 1 and torch.get_num_threads() == 1
+    for wrong in ("0", "two", "-1"):
+        monkeypatch.setenv("COURSE_THREADS", wrong)
+        with pytest.raises(ProfileError, match=f"COURSE_THREADS='{wrong}' is not a number of threads"):
+            set_threads("cpu")
 
 
+@pytest.mark.usefixtures("one_thread")  # torch's threads are restored after the module
 def test_two_threads_repeat_bit_for_bit():
     """What the README promises of set_threads: with the same number of threads, training repeats bit for bit."""
     from torch import nn
@@ -87,9 +85,5 @@ def test_two_threads_repeat_bit_for_bit():
             optimiser.step()
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        assert torch.equal(train(), train())
-    finally:
-        torch.set_num_threads(before)
+    torch.set_num_threads(2)
+    assert torch.equal(train(), train())

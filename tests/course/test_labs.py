@@ -5,7 +5,7 @@ import json
 import pytest
 
 from helpers.course.labs import differences, lab_ids
-from helpers.course.notebooks import load
+from helpers.course.notebooks import load, setup_source
 from helpers.course.submission import code_cells, names
 from helpers.paths import LABS_DIR, SOLUTIONS_DIR
 
@@ -56,6 +56,6 @@ def test_lab_takes_the_profiles_threads(lab):
     """Every lab sets torch's threads with helpers.profile.set_threads in its first code cell after the Colab set-up,
     so that its saved runs name the thread count they were measured with and a student can change it in one place."""
     cells = [c for c in load(SOLUTIONS_DIR / lab / f"{lab}.ipynb").cells if c.cell_type == "code"]
-    set_up = next(c for c in cells if "import" in c.source and "find_spec" not in c.source)
-    assert "\nset_threads()" in set_up.source, f"{lab}'s first code cell must call set_threads()"
+    assert cells[0].source.strip() == setup_source(), f"{lab}'s first code cell must be the Colab set-up cell"
+    assert "\nset_threads()" in cells[1].source, f"{lab}'s first code cell after it must call set_threads()"
     assert not any("torch.set_num_threads(" in c.source for c in cells), f"{lab} sets threads outside set_threads"
