@@ -331,9 +331,3 @@ def key_kept(prompts: Prompts, continuations: dict[str, torch.Tensor], sample_ra
     for name, audio in continuations.items():
         verdicts[name] = chorales.stays_in_key(prompt, audio.double().numpy(), sample_rate=sample_rate)
     return KeyResults({name: float(v.mean()) for name, v in verdicts.items()}, verdicts)
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean and standard error of a − b over paired verdicts (the same prompts)."""
-    d = a.astype(float) - b.astype(float)
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))

@@ -136,13 +136,3 @@ def scores(prediction: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor | 
     generated views against the true ones (masks: the true views' foreground, (B, H, W))."""
     means = {name: float(values.mean()) for name, values in per_image(prediction, truth, masks).items()}
     return {**means, "sharpness": sharpness(prediction, truth)}
-
-
-def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean of a − b over the same images (B,) and its standard error, std(a − b) / √B: how far method a is ahead of
-    method b, and how sure (pairing removes what the images share, such as an object that is hard for both)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError(f"expected two score vectors (B,) of one length B ≥ 2, got {a.shape} and {b.shape}")
-    d = a - b
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))

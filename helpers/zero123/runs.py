@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from helpers.common.loop import History, optimiser_step, train_loop
 from helpers.common.optim import adamw, autocast, cosine_lr
+from helpers.common.stats import paired_difference
 from helpers.profile import get_profile
 from helpers.zero123 import metrics
 from helpers.zero123.autoencoder import Autoencoder, AutoencoderConfig, autoencoder_loss
@@ -407,11 +408,13 @@ def per_image_table(predictions: dict[str, torch.Tensor], pairs: Pairs) -> dict[
     return {name: metrics.per_image(views, pairs.truth, pairs.masks) for name, views in predictions.items()}
 
 
-def paired_gaps(per_image: dict[str, dict[str, np.ndarray]], method: str,
-                against: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+def paired_gaps(per_image: dict[str, dict[str, np.ndarray]], method: str, against: list[str],
+                groups: torch.Tensor | np.ndarray | None = None) -> dict[str, dict[str, tuple[float, float]]]:
     """How far ``method`` is ahead of each method in ``against`` on the same pairs: baseline → metric → (mean gap,
-    standard error) (:func:`helpers.zero123.metrics.paired_difference`), for PSNR and SSIM, whole and on the box."""
-    return {other: {name: metrics.paired_difference(per_image[method][name], per_image[other][name])
+    standard error) (:func:`helpers.common.stats.paired_difference`), for PSNR and SSIM, whole and on the box.
+    ``groups``: each pair's object (``Pairs.objects``), so that the standard error counts objects, not pairs."""
+    groups = None if groups is None else np.asarray(groups)
+    return {other: {name: paired_difference(per_image[method][name], per_image[other][name], groups)
                     for name in metrics.IMAGE_METRICS} for other in against}
 
 

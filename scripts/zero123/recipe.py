@@ -12,7 +12,7 @@ number of steps; generate the held-out objects' novel views with guided DDIM at 
 pair, and with --samples n also the mean of n samples, the decoded mean of their latents, and how one sample's error
 splits into the posterior mean's and the samples' spread); score everything against the three untrained baselines
 (copy the input view, the mean training view, all background) with helpers.zero123.metrics, and report each
-method's paired gaps over them (mean ± standard error over the pairs). --eval-every N scores the diffusion model
+method's paired gaps over them (mean ± standard error over the objects). --eval-every N scores the diffusion model
 (the first of --scales) and the regression every N steps on the first 100 pairs. --save keeps the trained networks;
 --load reuses those it holds (the autoencoder, the diffusion model, the regression) and trains the others.
 Every evaluation row also gives the colour errors (helpers.zero123.metrics.colour_errors: the background's tint, the
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     def gaps(name: str, views: torch.Tensor) -> None:
         """Paired gaps (mean ± standard error) of ``views`` over each untrained baseline."""
         per_image = {**baseline_scores, **runs.per_image_table({name: views}, pairs)}
-        for other, row in runs.paired_gaps(per_image, name, list(fixed)).items():
+        for other, row in runs.paired_gaps(per_image, name, list(fixed), groups=pairs.objects).items():
             report(step="gap", method=name, over=other,
                    **{k: f"{m:+.3f} ± {se:.3f}" for k, (m, se) in row.items()})
 

@@ -14,6 +14,7 @@ from helpers.audiolm.losses import reconstruction_loss
 from helpers.audiolm.mel import MultiScaleMel
 from helpers.audiolm.semantic import MaskedPredictor, SemanticConfig, fit_tokenizer, frame_features
 from helpers.audiolm.tokens import TokenLayout
+from helpers.common.stats import paired_difference
 
 SR = 16000
 
@@ -132,5 +133,5 @@ def test_continuations_and_the_key_measure():
     results = runs.key_kept(prompts, {"same": second_half, "wrong": second_half.flip(0)}, SR)
     assert results.shares["real continuation (ceiling)"] == 1.0 and results.shares["same"] == 1.0
     assert results.verdicts["wrong"].tolist() == [False, True, False]
-    difference, error = runs.paired_difference(results.verdicts["same"], results.verdicts["wrong"])
+    difference, error = paired_difference(results.verdicts["same"], results.verdicts["wrong"])
     assert difference == pytest.approx(2 / 3) and error > 0

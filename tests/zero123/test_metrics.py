@@ -86,16 +86,3 @@ def test_per_image_scores_average_to_the_scores(views):
     means = metrics.scores(prediction, truth, masks)
     for name, values in rows.items():
         assert means[name] == pytest.approx(values.mean(), rel=1e-12)
-
-
-def test_paired_difference_is_the_mean_gap_and_its_standard_error():
-    a, b = np.array([3.0, 5.0, 4.0, 8.0]), np.array([1.0, 2.0, 2.0, 3.0])
-    mean, se = metrics.paired_difference(a, b)
-    d = a - b  # 2, 3, 2, 5
-    assert mean == pytest.approx(3.0)
-    assert se == pytest.approx(np.sqrt(((d - 3) ** 2).sum() / 3) / 2)
-    shared = np.array([0.0, 10.0, 20.0, 30.0])  # what both share cancels: a large spread, a small error
-    assert metrics.paired_difference(a + shared, b + shared) == pytest.approx((mean, se))
-    with pytest.raises(ValueError, match=r"expected two score vectors \(B,\) of one length B ≥ 2, got \(4,\) and "
-                                         r"\(3,\)"):
-        metrics.paired_difference(a, b[:3])

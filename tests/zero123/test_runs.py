@@ -167,3 +167,8 @@ def test_paired_gaps_compare_methods_pair_by_pair():
             expected = per_image["the truth"][metric] - per_image[other][metric]
             assert mean == pytest.approx(expected.mean()) and se == pytest.approx(expected.std(ddof=1) / 12 ** 0.5)
             assert mean > 3 * se, (other, metric)  # the truth is ahead of every baseline, clearly
+    by_object = runs.paired_gaps(per_image, "the truth", ["all background"], groups=pairs.objects)["all background"]
+    for metric, (mean, se) in by_object.items():  # the same gap, its error counted over the 6 objects
+        gap = per_image["the truth"][metric] - per_image["all background"][metric]
+        assert mean == pytest.approx(gap.mean())
+        assert se == pytest.approx(gap.reshape(6, 2).mean(1).std(ddof=1) / 6 ** 0.5)
