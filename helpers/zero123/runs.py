@@ -413,7 +413,6 @@ def paired_gaps(per_image: dict[str, dict[str, np.ndarray]], method: str, agains
     """How far ``method`` is ahead of each method in ``against`` on the same pairs: baseline → metric → (mean gap,
     standard error) (:func:`helpers.common.stats.paired_difference`), for PSNR and SSIM, whole and on the box.
     ``groups``: each pair's object (``Pairs.objects``), so that the standard error counts objects, not pairs."""
-    groups = None if groups is None else np.asarray(groups)
     return {other: {name: paired_difference(per_image[method][name], per_image[other][name], groups)
                     for name in metrics.IMAGE_METRICS} for other in against}
 
